@@ -1,0 +1,36 @@
+# Every target that needs Python creates .venv first, so a fresh machine needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_ENABLE_ONEDNN_OPTS ?= 0
+
+.PHONY: venv test lint demo bench binder-check clean
+
+venv: $(STAMP)
+
+# Re-install when the venv is missing, or pyproject.toml is newer than the last install (stale).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,canvas,bench]'
+	@touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: venv lint
+	$(BIN)/python -m pytest -q tests
+
+demo: venv
+	$(BIN)/python -m tfserve_magic.demo
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+binder-check:
+	bash binder/check.sh
+
+clean:
+	rm -rf $(VENV) build .pytest_cache
