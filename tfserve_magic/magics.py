@@ -11,7 +11,7 @@ import argparse
 import shlex
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, Unicode
 from traitlets.config.configurable import Configurable
 
@@ -151,6 +151,9 @@ class TFServeMagics(Magics, Configurable):
         )
         p.add_argument("--sample", metavar="EXPR", help="probe inputs used to verify the export")
         p.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
+        p.add_argument(
+            "--name", help="model name in the printed server command (default: BASE_PATH's name)"
+        )
 
     def _cmd_export(self, args):
         from tfserve_magic.export import ExportError, export_model
@@ -176,6 +179,7 @@ class TFServeMagics(Magics, Configurable):
                 input_signature=input_signature,
                 sample=sample,
                 verify=self.verify_export and not args.no_verify,
+                model_name=args.name,
             )
         except ExportError as exc:
             raise UsageError(str(exc)) from None
@@ -194,23 +198,35 @@ class TFServeMagics(Magics, Configurable):
         p.add_argument("--detach", action="store_true", help="keep the server after the kernel exits")
         p.add_argument("--backend", choices=["auto", "python", "tensorflow_model_server"])
         p.add_argument("--timeout", type=float, metavar="S", help="seconds to wait for AVAILABLE")
-        p.add_argument("extra", nargs=argparse.REMAINDER, help="-- extra server flags")
+        p.epilog = "Flags after `--` go to the server unchanged (tensorflow_model_server's flags)."
+        parse_options = p.parse_args
+
+        def parse_args(args=None, namespace=None):
+            words = list(args or [])
+            extra = []
+            if "--" in words:  # argparse's REMAINDER would also swallow our own options
+                cut = words.index("--")
+                words, extra = words[:cut], words[cut + 1 :]
+            parsed = parse_options(words, namespace)
+            parsed.extra = extra
+            return parsed
+
+        p.parse_args = parse_args
 
     def _cmd_start(self, args):
         from tfserve_magic.manager import StartError, start
 
         if args.config is None and (args.name is None or args.base_path is None):
             raise UsageError("%tfserve start needs NAME BASE_PATH, or --config FILE")
-        extra = list(args.extra)
-        if extra and extra[0] == "--":
-            extra = extra[1:]
-        line = _StatusLine()
+        line = _StatusLine(self.shell)
         try:
             handle = start(
                 args.name,
                 args.base_path,
                 config=args.config,
                 port=args.port if args.port is not None else self.default_port,
+                # the default port moves on to the next free one; an explicit --port must hold
+                port_retries=0 if args.port is not None else 100,
                 host=args.host or self.host,
                 grpc_port=args.grpc_port,
                 gpu=args.gpu or self.gpu,
@@ -219,14 +235,13 @@ class TFServeMagics(Magics, Configurable):
                 detach=args.detach,
                 backend=args.backend or self.backend,
                 timeout=args.timeout if args.timeout is not None else self.start_timeout,
-                extra_args=extra,
+                extra_args=args.extra,
                 progress=line.update,
             )
         except StartError as exc:
-            line.update(f"Failed to start {args.name or args.config}")
+            line.update(f"Failed to start {args.name or args.config}: {exc.reason}", final=True)
             raise UsageError(str(exc)) from None
-        line.update(handle.summary())
-        self.shell.user_ns.setdefault("tfserve_client", handle.client)
+        line.update(handle.summary(), final=True)
         return handle
 
     def _args_stop(self, p: MagicArgumentParser) -> None:
@@ -333,6 +348,7 @@ class TFServeMagics(Magics, Configurable):
         return widget.show() if hasattr(widget, "show") else widget
 
     # ------------------------------------------------------------------ predict
+    @no_var_expand  # JSON bodies and Python expressions: {x} and $x must reach us as typed
     @line_cell_magic
     def predict(self, line: str = "", cell: str | None = None):
         """Send a predict request to a served model and show it beside the labels.
@@ -349,21 +365,30 @@ class TFServeMagics(Magics, Configurable):
 
 
 class _StatusLine:
-    """One output line that is updated in place (TensorBoard-style display handle)."""
+    """One output line updated in place (a display handle) while a server starts.
 
-    def __init__(self):
+    In a kernel every update replaces the line; in a terminal or a plain InteractiveShell,
+    where an update would print a new line, only the first and the final text are printed.
+    """
+
+    def __init__(self, shell=None):
+        self._in_kernel = getattr(shell, "kernel", None) is not None
         self._handle = None
+        self._printed_first = False
 
-    def update(self, text: str) -> None:
+    def update(self, text: str, final: bool = False) -> None:
+        if not self._in_kernel:
+            if final or not self._printed_first:
+                print(text, flush=True)
+                self._printed_first = True
+            return
         from IPython.display import display
 
-        obj = {"text/plain": text}
+        data = {"text/plain": text}
         if self._handle is None:
-            self._handle = display(obj, raw=True, display_id=True)
-        if self._handle is None:  # not in a kernel: plain print
-            print(text)
+            self._handle = display(data, raw=True, display_id=True)
         else:
-            self._handle.update(obj, raw=True)
+            self._handle.update(data, raw=True)
 
 
 _loaded: dict[int, TFServeMagics] = {}

@@ -1,0 +1,219 @@
+"""The peers: how each one is started, found ready, measured for memory and stopped.
+
+Every peer is its own process serving the same SavedModel at ``/v1/models/MLP:predict``, except
+the in-process ceiling, which runs the same work in a loop and answers over a pipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import psutil
+
+from bench.model import MODEL_NAME
+
+REPO = Path(__file__).resolve().parents[1]
+BATCHING_FILE = Path(__file__).with_name("batching.pbtxt")
+PREDICT_PATH = f"/v1/models/{MODEL_NAME}:predict"
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    key: str
+    label: str
+    short: str  # for chart legends
+
+
+PEERS = {
+    "flask": PeerSpec("flask", "Flask, tutorial style (threaded dev server)", "Flask"),
+    "fastapi": PeerSpec("fastapi", "FastAPI + pydantic body model (uvicorn)", "FastAPI"),
+    "ours": PeerSpec("ours", "tfserve_magic serve (default flags)", "ours"),
+    "ours_batching": PeerSpec(
+        "ours_batching", "tfserve_magic serve --enable_batching", "ours + batching"
+    ),
+    "tfs": PeerSpec("tfs", "tensorflow_model_server (TF Serving)", "TF Serving"),
+    "ceiling": PeerSpec("ceiling", "in-process loop, no HTTP (ceiling)", "in-process ceiling"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def tf_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def ours_command(base_path: Path, info_file: Path, *extra: str, port: int = 0) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tfserve_magic",
+        "serve",
+        f"--model_name={MODEL_NAME}",
+        f"--model_base_path={base_path}",
+        f"--rest_api_port={port}",
+        f"--info_file={info_file}",
+        *extra,
+    ]
+
+
+@dataclass
+class RunningPeer:
+    """A started peer process; ``url`` is its predict URL once ready."""
+
+    spec: PeerSpec
+    process: subprocess.Popen
+    log_path: Path
+    url: str = ""
+    info_file: Optional[Path] = None
+    started_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def pid(self) -> int:
+        """The process doing the serving (ours: from the info file, in case of a wrapper)."""
+        if self.info_file is not None and self.info_file.exists():
+            return int(json.loads(self.info_file.read_text())["pid"])
+        return self.process.pid
+
+    def rss_mb(self) -> float:
+        """Resident memory of the serving process and its children."""
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+            return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+        except psutil.Error:
+            return float("nan")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+
+class CeilingPeer(RunningPeer):
+    """The in-process loop: measured by sending it orders over its stdin."""
+
+    def measure(self, body_file: Path, seconds: float) -> dict:
+        order = json.dumps({"body": str(body_file), "seconds": seconds})
+        self.process.stdin.write(order + "\n")
+        self.process.stdin.flush()
+        return _read_result(self.process, timeout=seconds + 120)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+        super().stop(timeout)
+
+
+def _read_result(process: subprocess.Popen, timeout: float) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"ceiling process exited ({process.poll()})")
+        if line.startswith("BENCH "):
+            return json.loads(line[len("BENCH ") :])
+    raise RuntimeError("ceiling process did not answer in time")
+
+
+def start_peer(key: str, saved_model: Path, base_path: Path, workdir: Path) -> RunningPeer:
+    """Launch peer ``key`` (not waiting for it): see ``wait_ready``."""
+    spec = PEERS[key]
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{key}.log"
+    log = open(log_path, "w")
+    env = tf_env()
+    popen = {"cwd": REPO, "env": env, "stderr": log, "start_new_session": True}
+    port = free_port()
+    info_file = None
+    if key == "ceiling":
+        command = [sys.executable, "-m", "bench.ceiling", str(saved_model)]
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **popen
+        )
+        return CeilingPeer(spec, process, log_path)
+    if key == "flask":
+        command = [sys.executable, "-m", "bench.flask_peer", str(saved_model), str(port)]
+    elif key == "fastapi":
+        env["BENCH_SAVED_MODEL"] = str(saved_model)
+        command = [sys.executable, "-m", "uvicorn", "bench.fastapi_peer:app"]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
+    elif key in ("ours", "ours_batching"):
+        info_file = workdir / f"{key}.info.json"
+        info_file.unlink(missing_ok=True)
+        extra = []
+        if key == "ours_batching":
+            extra = ["--enable_batching", f"--batching_parameters_file={BATCHING_FILE}"]
+        command = ours_command(base_path, info_file, *extra)
+    elif key == "tfs":
+        command = [shutil.which("tensorflow_model_server") or "tensorflow_model_server"]
+        command += [f"--port={free_port()}", f"--rest_api_port={port}"]
+        command += [f"--model_name={MODEL_NAME}", f"--model_base_path={base_path}"]
+    else:
+        raise KeyError(f"unknown peer {key!r}; known: {', '.join(PEERS)}")
+    process = subprocess.Popen(command, stdout=log, **popen)
+    peer = RunningPeer(spec, process, log_path, info_file=info_file)
+    if info_file is None:
+        peer.url = f"http://127.0.0.1:{port}{PREDICT_PATH}"
+    return peer
+
+
+def wait_ready(peer: RunningPeer, probe_body: bytes, timeout: float = 180.0) -> float:
+    """Block until ``peer`` answers a predict with 200; return seconds since it was launched."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if peer.process.poll() is not None:
+            raise RuntimeError(
+                f"{peer.spec.label} exited with {peer.process.returncode}:\n{peer.log_tail()}"
+            )
+        if isinstance(peer, CeilingPeer):
+            _read_result(peer.process, timeout)
+            return time.perf_counter() - peer.started_at
+        if not peer.url and peer.info_file is not None and peer.info_file.exists():
+            info = json.loads(peer.info_file.read_text())
+            peer.url = f"{info['url'].rstrip('/')}{PREDICT_PATH}"
+        if peer.url and _predict_ok(peer.url, probe_body):
+            return time.perf_counter() - peer.started_at
+        time.sleep(0.1)
+    raise RuntimeError(f"{peer.spec.label} not ready after {timeout:.0f} s:\n{peer.log_tail()}")
+
+
+def _predict_ok(url: str, body: bytes) -> bool:
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False

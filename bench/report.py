@@ -1,0 +1,449 @@
+"""The benchmark's outputs: machine facts, target verdicts, docs/benchmarks.md and the chart."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from bench.peers import PEERS, REPO
+
+CHART_PEERS = ("flask", "fastapi", "tfs", "ours", "ours_batching")
+COLORS = {"flask": "#9e9e9e", "fastapi": "#6d8fb3", "tfs": "#d9a441", "ours": "#d9534f",
+          "ours_batching": "#8e2c48", "ceiling": "#222222"}
+
+
+def machine_info(generator: str) -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("tensorflow", "numpy", "orjson", "uvicorn", "flask", "fastapi", "pydantic"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    wrk = "not installed"
+    if generator == "wrk":
+        probe = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+        wrk = (probe.stdout + probe.stderr).splitlines()[0].split(" Copyright")[0]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": psutil.virtual_memory().total / 2**30,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "wrk": wrk,
+        "load_average": os.getloadavg(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit or "unknown",
+    }
+
+
+# ----------------------------------------------------------------------------- targets
+def _cell(results: dict, peer: str, n_images: int, concurrency: int) -> dict | None:
+    for row in results.get("summary", []):
+        if (row["peer"], row["n_images"], row["concurrency"]) == (peer, n_images, concurrency):
+            return row
+    return None
+
+
+def _ratio(results, peer, other, n_images, concurrency, other_concurrency=None):
+    mine = _cell(results, peer, n_images, concurrency)
+    theirs = _cell(results, other, n_images, other_concurrency or concurrency)
+    if not mine or not theirs or not theirs["per_second"]:
+        return None
+    return mine["per_second"] / theirs["per_second"]
+
+
+def decode_speedup(decode: dict | None) -> float | None:
+    """Our decode's speed-up over orjson + np.asarray on the 100-image body, if reported."""
+    data = (decode or {}).get("data") or {}
+    for key in ("speedup_100", "speedup"):
+        if isinstance(data.get(key), (int, float)):
+            return float(data[key])
+    return None
+
+
+def evaluate_targets(results: dict) -> list:
+    """The issue's targets with this run's numbers: pass, miss, or n/a (not measured)."""
+    targets = []
+
+    def ratio_target(name, peer, other, n_images, concurrency, needed, batching=False,
+                     other_concurrency=None):
+        value = _ratio(results, peer, other, n_images, concurrency, other_concurrency)
+        targets.append({
+            "name": name, "needed": f">= {needed:g}x", "value": value, "threshold": needed,
+            "measured": "n/a" if value is None else f"{value:.2f}x",
+            "status": "n/a" if value is None else ("pass" if value >= needed else "miss"),
+            "n_images": n_images, "concurrency": concurrency, "batching": batching,
+            "profile": True,
+        })
+
+    ratio_target("ours vs Flask, 1 image, c=8", "ours", "flask", 1, 8, 3.5)
+    ratio_target("ours vs Flask, 100 images, c=8", "ours", "flask", 100, 8, 8.0)
+    ratio_target("ours vs FastAPI, 1 image, c=8", "ours", "fastapi", 1, 8, 1.5)
+    ratio_target("ours vs FastAPI, 100 images, c=8", "ours", "fastapi", 100, 8, 4.0)
+    ratio_target("ours vs in-process ceiling, 100 images, c=8", "ours", "ceiling", 100, 8, 0.9,
+                 other_concurrency=1)
+    ratio_target("ours faster than the ceiling, 100 images, c=8 (stretch)", "ours", "ceiling",
+                 100, 8, 1.0, other_concurrency=1)
+    ratio_target("--enable_batching vs ours, 1 image, c=32", "ours_batching", "ours", 1, 32, 1.3,
+                 batching=True)
+
+    speedup = decode_speedup(results.get("decode"))
+    targets.append({
+        "name": "our decode vs orjson + np.asarray, 100 images", "needed": ">= 2x",
+        "value": speedup, "measured": "n/a" if speedup is None else f"{speedup:.2f}x",
+        "status": "n/a" if speedup is None else ("pass" if speedup >= 2.0 else "miss"),
+    })
+    startup = results.get("startup") or {}
+    if "tfserve_start_s" in startup:
+        gap = startup["tfserve_start_s"] - startup["import_tensorflow_s"]
+        targets.append({
+            "name": "%tfserve start to AVAILABLE, minus bare `import tensorflow`",
+            "needed": "<= 1.0 s", "value": gap, "measured": f"{gap:+.2f} s "
+            f"({startup['tfserve_start_s']:.2f} s vs {startup['import_tensorflow_s']:.2f} s)",
+            "status": "pass" if gap <= 1.0 else "miss",
+        })
+    else:
+        targets.append({"name": "%tfserve start to AVAILABLE, minus bare `import tensorflow`",
+                        "needed": "<= 1.0 s", "value": None, "measured": "n/a", "status": "n/a"})
+    return targets
+
+
+# ----------------------------------------------------------------------------- chart
+def write_chart(results: dict, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = results["settings"]
+    bodies = settings["bodies"]
+    concurrencies = settings["concurrency"]
+    peers = [p for p in CHART_PEERS if any(r["peer"] == p for r in results["summary"])]
+    fig, axes = plt.subplots(1, len(bodies), figsize=(6.2 * len(bodies), 4.6), squeeze=False)
+    width = 0.8 / max(1, len(peers))
+    for ax, n_images in zip(axes[0], bodies):
+        for index, peer in enumerate(peers):
+            values = [(_cell(results, peer, n_images, c) or {}).get("per_second", 0.0)
+                      for c in concurrencies]
+            positions = [i + (index - (len(peers) - 1) / 2) * width
+                         for i in range(len(concurrencies))]
+            bars = ax.bar(positions, values, width, label=PEERS[peer].short, color=COLORS[peer])
+            ax.bar_label(bars, labels=[_short_number(v) for v in values], fontsize=7,
+                         padding=1)
+        ceiling = _cell(results, "ceiling", n_images, 1)
+        if ceiling:
+            ax.axhline(ceiling["per_second"], color=COLORS["ceiling"], linestyle="--",
+                       linewidth=1, label="in-process ceiling (no HTTP)")
+        ax.set_xticks(range(len(concurrencies)), [f"c={c}" for c in concurrencies])
+        ax.set_title(f"{n_images} image{'s' if n_images != 1 else ''} per request")
+        ax.set_ylabel("requests / s (median of rounds)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    machine = results["machine"]
+    fig.suptitle(f"MNIST MLP over HTTP on loopback: {machine['cores']} cores, {machine['cpu']}, "
+                 f"{machine['date']}", fontsize=9)
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+
+
+def _short_number(value: float) -> str:
+    if value >= 1000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+# ----------------------------------------------------------------------------- markdown
+def _fmt(value, digits=1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def write_markdown(results: dict, md_path: Path, png_path: Path) -> None:
+    parts = [
+        _header(results),
+        _machine_section(results),
+        _setup_section(results),
+        _results_section(results, png_path),
+        _ratios_section(results),
+        _targets_section(results),
+        _decode_section(results),
+        _startup_section(results),
+        _hot_swap_section(results),
+        _profile_section(results),
+    ]
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text("\n".join(p for p in parts if p).rstrip() + "\n")
+
+
+def _header(results: dict) -> str:
+    settings = results["settings"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`python -m bench.run`, the harness in `bench/`); do not edit "
+        "by hand. Every number below comes from the same run on the same machine.",
+        "",
+    ]
+    if settings.get("quick"):
+        lines += ["> **Smoke run (`--quick`)**: one short round. These numbers are noisy; run "
+                  "`make bench` on a quiet machine for the real comparison.", ""]
+    lines += [
+        "Re-run: `make bench` (about 12 minutes), or `.venv/bin/python -m bench.run --quick` "
+        "for a one-minute smoke run (`--help` lists the options). The load generator is "
+        "[wrk](https://github.com/wg/wrk) when it is on `PATH` (Debian/Ubuntu: "
+        "`sudo apt-get install wrk`; macOS: `brew install wrk`), else a bounded Python asyncio "
+        "client. Raw numbers: `build/bench/results.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _machine_section(results: dict) -> str:
+    machine = results["machine"]
+    versions = machine["versions"]
+    load = ", ".join(f"{x:.2f}" for x in machine["load_average"])
+    rows = [
+        ("CPU", f"{machine['cpu']}, {machine['cores']} cores"),
+        ("RAM", f"{machine['ram_gib']:.1f} GiB"),
+        ("OS", machine["os"]),
+        ("Python", machine["python"]),
+        ("TensorFlow", versions["tensorflow"]),
+        ("numpy / orjson", f"{versions['numpy']} / {versions['orjson']}"),
+        ("Flask / FastAPI / pydantic / uvicorn",
+         f"{versions['flask']} / {versions['fastapi']} / {versions['pydantic']} / "
+         f"{versions['uvicorn']}"),
+        ("load generator", machine["wrk"] if results["settings"]["generator"] == "wrk"
+         else "Python asyncio client (bench/load.py); wrk not installed"),
+        ("load average at start", load),
+        ("date, commit", f"{machine['date']}, {machine['commit']}"),
+    ]
+    lines = ["## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _setup_section(results: dict) -> str:
+    settings = results["settings"]
+    summary = results["summary"]
+    checked = sum(r["checked"] for r in summary)
+    errors = sum(r["errors"] for r in summary)
+    lines = ["## Setup", ""]
+    lines.append("Peers, each a separate process loading the same SavedModel (MNIST MLP: "
+                 "Flatten, Dense 128 relu, Dense 10 softmax) and answering "
+                 "`POST /v1/models/MLP:predict` on 127.0.0.1:")
+    lines.append("")
+    for key in settings["peers"]:
+        lines.append(f"- **{PEERS[key].short}**: {PEERS[key].label}. {_PEER_NOTES[key]}")
+    if "tfs" not in settings["peers"]:
+        lines.append("- TF Serving (`tensorflow_model_server`) is included when it is on `PATH`; "
+                     "it was not on this machine.")
+    lines += [
+        "",
+        f"Bodies: {', '.join(str(n) for n in settings['bodies'])} images shaped [N,28,28,1] as "
+        "the classic clients send them (`json.dumps({\"signature_name\": ..., \"instances\": "
+        f"x.tolist()}})`), data: {results.get('data_source', 'n/a')}. "
+        f"{settings['rounds']} round(s); each measurement runs {settings['seconds']:g} s, the "
+        "peers' order rotates between rounds and concurrencies, and the tables show medians "
+        "(RSS: the largest seen). The load generator runs on the same cores as the server.",
+        "",
+        f"Correctness: {checked:,} responses had their values compared with the SavedModel's own "
+        "output (atol 1e-4)"
+        + (" (a sample of each wrk measurement; wrk itself counted every response that was not "
+           "a 200 with `predictions`)" if settings["generator"] == "wrk" else "")
+        + f"; errors: **{errors}**.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_PEER_NOTES = {
+    "flask": "stdlib `json.loads`, `np.array` of the nested list, the signature, "
+             "`jsonify(out.tolist())`; `app.run(threaded=True)` (bench/flask_peer.py).",
+    "fastapi": "a pydantic `instances: List[List[List[List[float]]]]` body, a plain `def` "
+               "endpoint, `np.array`, the signature, a dict returned (bench/fastapi_peer.py).",
+    "ours": "`python -m tfserve_magic serve --model_name=MLP --model_base_path=...`.",
+    "ours_batching": "the same with `--enable_batching "
+                     "--batching_parameters_file=bench/batching.pbtxt`.",
+    "tfs": "the real TF Serving binary with `--rest_api_port`.",
+    "ceiling": "one loop of orjson parse, `np.asarray`, the signature call and an orjson dump "
+               "on the same bodies, no HTTP, in its own process (bench/ceiling.py); "
+               "shown as one number per body.",
+}
+
+
+def _results_section(results: dict, png_path: Path) -> str:
+    lines = ["## Throughput and latency", "",
+             f"![requests per second per peer]({png_path.name})", "",
+             "| images/request | concurrency | peer | req/s | images/s | p50 ms | p99 ms | "
+             "RSS MiB | errors |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    order = {key: i for i, key in enumerate(PEERS)}
+    rows = sorted(results["summary"],
+                  key=lambda r: (r["n_images"], r["concurrency"], order[r["peer"]]))
+    for row in rows:
+        concurrency = "loop" if row["peer"] == "ceiling" else row["concurrency"]
+        name = PEERS[row["peer"]].short
+        if row["peer"] in ("ours", "ours_batching"):
+            name = f"**{name}**"
+        lines.append(
+            f"| {row['n_images']} | {concurrency} | {name} | {_fmt(row['per_second'])} | "
+            f"{_fmt(row['images_per_second'], 0)} | {_fmt(row['p50_ms'], 2)} | "
+            f"{_fmt(row['p99_ms'], 2)} | {_fmt(row['rss_mb'], 0)} | {row['errors']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _ratios_section(results: dict) -> str:
+    settings = results["settings"]
+    others = [p for p in ("flask", "fastapi", "tfs") if p in settings["peers"]]
+    columns = [(f"ours / {PEERS[p].short}", "ours", p, None) for p in others]
+    if "ceiling" in settings["peers"]:
+        columns.append(("ours / ceiling", "ours", "ceiling", 1))
+    if "ours_batching" in settings["peers"]:
+        columns.append(("batching / ours", "ours_batching", "ours", None))
+        columns += [(f"batching / {PEERS[p].short}", "ours_batching", p, None) for p in others]
+    if not columns:
+        return ""
+    lines = ["## Ratios (throughput, same run)", "",
+             "| images/request | concurrency | " + " | ".join(c[0] for c in columns) + " |",
+             "|---:|---:|" + "---:|" * len(columns)]
+    for n_images in settings["bodies"]:
+        for concurrency in settings["concurrency"]:
+            cells = []
+            for _, mine, theirs, other_c in columns:
+                value = _ratio(results, mine, theirs, n_images, concurrency, other_c)
+                cells.append("n/a" if value is None else f"{value:.2f}x")
+            lines.append(f"| {n_images} | {concurrency} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _targets_section(results: dict) -> str:
+    marks = {"pass": "pass", "miss": "**MISS**", "n/a": "not measured"}
+    lines = ["## Targets (issue 8)", "", "| target | needed | measured | result |",
+             "|---|---|---|---|"]
+    for target in results["targets"]:
+        lines.append(f"| {target['name']} | {target['needed']} | {target['measured']} | "
+                     f"{marks[target['status']]} |")
+    hot = results.get("hot_swap") or {}
+    if "seconds" in hot:
+        lines.append(f"| hot swap: new version folder to serving | reported | "
+                     f"{hot['seconds']:.2f} s | - |")
+    return "\n".join(lines) + "\n"
+
+
+def _decode_section(results: dict) -> str:
+    decode = results.get("decode")
+    lines = ["## Decode speed", ""]
+    if decode is None:
+        lines.append("Not measured in this run (`bench/decode_speed.py` missing or "
+                     "`--no-decode`).")
+        return "\n".join(lines) + "\n"
+    lines.append("JSON body to numpy array only (no HTTP, no model), from "
+                 "`python -m bench.decode_speed`:")
+    lines += ["", "```", decode.get("output", "").strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _startup_section(results: dict) -> str:
+    startup = results.get("startup")
+    if startup is None:
+        return ""
+    lines = ["## Start-up", ""]
+    if "error" in startup:
+        lines += [f"The start-up timing failed: `{startup['error'].splitlines()[-1]}`", ""]
+        return "\n".join(lines)
+    runs = len(startup["start_runs_s"])
+    lines += [
+        f"Median of {runs} run(s), wall-clock seconds:",
+        "",
+        "| what | seconds |",
+        "|---|---:|",
+        f"| bare `python -c \"import tensorflow\"` | {startup['import_tensorflow_s']:.2f} |",
+        f"| `%tfserve start MLP <base_path>` to AVAILABLE (IPython shell with the extension "
+        f"loaded) | {startup['tfserve_start_s']:.2f} |",
+        f"| difference | {startup['tfserve_start_s'] - startup['import_tensorflow_s']:+.2f} |",
+        "",
+    ]
+    ready = results.get("ready_s")
+    if ready:
+        lines += ["Launch to first answered predict, while all peers started together "
+                  "(so on shared cores): " + ", ".join(
+                      f"{PEERS[k].short} {v:.1f} s" for k, v in ready.items()) + ".", ""]
+    return "\n".join(lines)
+
+
+def _hot_swap_section(results: dict) -> str:
+    hot = results.get("hot_swap")
+    if hot is None:
+        return ""
+    lines = ["## Hot swap", ""]
+    if "error" in hot:
+        lines += [f"The hot-swap timing failed: `{hot['error'].splitlines()[-1]}`", ""]
+        return "\n".join(lines)
+    runs = ", ".join(f"{s:.2f}" for s in hot["runs_s"])
+    lines += [
+        f"From `os.rename` of a complete version folder into the served base path to the first "
+        f"unpinned predict answered by the new version (its outputs differ from the old one's), "
+        f"polling every 5 ms: median **{hot['seconds']:.2f} s** (runs: {runs} s). The server "
+        f"looks for new versions every `--file_system_poll_wait_seconds` "
+        f"({hot['poll_wait_seconds']:g} s here, TF Serving's default), so about half of that "
+        "interval is waiting for the next look; the rest is loading the SavedModel.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _profile_section(results: dict) -> str:
+    profiles = [p for p in results.get("profiles", []) if "self" in p]
+    missed = [t for t in results["targets"] if t["status"] == "miss"]
+    lines = ["## Where the time goes", ""]
+    if not profiles:
+        if missed:
+            lines.append("Targets were missed but no profile was taken (`--profile never`, or "
+                         "py-spy is not installed: `pip install py-spy`).")
+        else:
+            lines.append("Every measured target passed; no profile was needed "
+                         "(`--profile always` takes one anyway).")
+        return "\n".join(lines) + "\n"
+    lines.append("py-spy samples of our server (`py-spy record --nonblocking`, started as "
+                 "py-spy's child), under the load of the missed targets. Samples are of "
+                 "Python threads that were running; native time (orjson, TensorFlow kernels) is "
+                 "counted in the Python function that called it.")
+    lines.append("")
+    for profile in profiles:
+        batching = " with --enable_batching" if profile["peer"] == "ours_batching" else ""
+        lines += [f"### {profile['n_images']} image(s), c={profile['concurrency']}{batching} "
+                  f"({profile['per_second']:.1f} req/s under the profiler, "
+                  f"{profile['samples']:,} samples)", ""]
+        if profile.get("categories"):
+            lines += ["| part | share of samples |", "|---|---:|"]
+            lines += [f"| {name} | {share:.1f}% |" for name, _, share in profile["categories"]]
+            lines.append("")
+        lines += ["| function (self time) | share | | function (inclusive) | share |",
+                  "|---|---:|---|---|---:|"]
+        for own, total in zip(profile["self"], profile["inclusive"]):
+            lines.append(f"| `{own[0]}` | {own[2]:.1f}% | | `{total[0]}` | {total[2]:.1f}% |")
+        lines.append("")
+    return "\n".join(lines)

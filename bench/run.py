@@ -1,0 +1,269 @@
+"""``make bench``: run every peer under the same load, then write docs/benchmarks.{md,png}.
+
+Rounds alternate the peers (the order rotates each round) over every body size and concurrency,
+and the report uses each cell's median over rounds. ``--quick`` is a smoke run of a minute or two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import load, report, timings
+from bench.model import BODY_SIZES, BenchAssets
+from bench.peers import PEERS, REPO, CeilingPeer, RunningPeer, start_peer, tf_env, wait_ready
+
+HTTP_PEERS = ("flask", "fastapi", "ours", "ours_batching", "tfs")
+SAMPLE_CHECKS = 3  # responses per wrk measurement whose values the Python client checks
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 short round")
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default 3, quick 1)")
+    parser.add_argument("--seconds", type=float, help="seconds per measurement (6, quick 2)")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated (default 1,8,32)")
+    parser.add_argument("--bodies", default="1,100", help="images per request (default 1,100)")
+    parser.add_argument(
+        "--peers", default="flask,fastapi,ours,ours_batching,tfs,ceiling",
+        help="comma-separated subset; tfs is skipped when tensorflow_model_server is not on PATH",
+    )
+    parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--profile", choices=["auto", "always", "never"], default="auto",
+                        help="py-spy our server: when a target is missed (auto), always, never")
+    parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing")
+    parser.add_argument("--no-hot-swap", action="store_true", help="skip the hot-swap timing")
+    parser.add_argument("--no-decode", action="store_true", help="skip the decode-speed run")
+    parser.add_argument("--build-dir", type=Path, default=REPO / "build" / "bench")
+    parser.add_argument("--docs-dir", type=Path, default=REPO / "docs",
+                        help="where benchmarks.md and benchmarks.png are written")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.seconds = args.seconds or (2.0 if args.quick else 6.0)
+    args.warmup = 0.5 if args.quick else 1.5
+    args.repeats = 1 if args.quick else 3
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.bodies = [int(n) for n in args.bodies.split(",")]
+    unknown = set(args.bodies) - set(BODY_SIZES)
+    if unknown:
+        parser.error(f"--bodies: only {BODY_SIZES} are prepared, not {sorted(unknown)}")
+    args.peers = [p for p in args.peers.split(",") if p]
+    for key in args.peers:
+        if key not in PEERS:
+            parser.error(f"--peers: unknown {key!r}; known: {', '.join(PEERS)}")
+    if "tfs" in args.peers and not shutil.which("tensorflow_model_server"):
+        args.peers.remove("tfs")
+    if args.generator == "auto":
+        args.generator = "wrk" if load.wrk_path() else "python"
+    elif args.generator == "wrk" and not load.wrk_path():
+        parser.error("--generator wrk: wrk is not installed (apt-get install wrk)")
+    return args
+
+
+def prepare_assets(build_dir: Path) -> BenchAssets:
+    """Train/export in a child process so the harness itself never loads TensorFlow."""
+    subprocess.run(
+        [sys.executable, "-c", f"import bench.model as m; m.prepare({str(build_dir)!r})"],
+        cwd=REPO, env=tf_env(), check=True,
+    )
+    from bench.model import prepare
+
+    return prepare(build_dir, log=log)
+
+
+def measure_http(peer: RunningPeer, assets: BenchAssets, n_images: int, concurrency: int,
+                 seconds: float, generator: str) -> dict:
+    body = assets.body_bytes(n_images)
+    check = load.prediction_checker(assets.expected[("A", n_images)])
+    if generator == "wrk":
+        wrong = load.check_sample(peer.url, body, check, SAMPLE_CHECKS)
+        result = load.run_wrk(peer.url, assets.bodies[n_images], concurrency, seconds)
+        result.errors += wrong
+        result.checked += SAMPLE_CHECKS
+    else:
+        result = load.run_python(peer.url, body, concurrency, seconds, check)
+    return result.to_dict()
+
+
+def measure_ceiling(peer: CeilingPeer, assets: BenchAssets, n_images: int, seconds: float) -> dict:
+    raw = peer.measure(assets.bodies[n_images], seconds)
+    check = load.prediction_checker(assets.expected[("A", n_images)])
+    ok = check(raw["response"].encode())
+    return {
+        "requests": raw["requests"], "seconds": raw["seconds"], "p50_ms": raw["p50_ms"],
+        "p99_ms": raw["p99_ms"], "errors": 0 if ok else 1, "checked": 1, "generator": "loop",
+        "per_second": raw["requests"] / raw["seconds"],
+    }
+
+
+def run_rounds(args, assets: BenchAssets, peers: dict) -> list:
+    """Every (round, body, concurrency, peer) measurement, peers alternating between rounds."""
+    rows = []
+    http_keys = [k for k in HTTP_PEERS if k in peers]
+    for key in http_keys:  # warm-up: first calls, thread pools, caches; not recorded
+        for n_images in args.bodies:
+            measure_http(peers[key], assets, n_images, 8, args.warmup, args.generator)
+    for round_index in range(args.rounds):
+        for n_images in args.bodies:
+            if "ceiling" in peers:
+                row = measure_ceiling(peers["ceiling"], assets, n_images, args.seconds)
+                rows.append(_row("ceiling", round_index, n_images, 1, row, peers["ceiling"]))
+            for c_index, concurrency in enumerate(args.concurrency):
+                shift = (round_index + c_index) % max(1, len(http_keys))
+                for key in http_keys[shift:] + http_keys[:shift]:
+                    peer = peers[key]
+                    try:
+                        row = measure_http(
+                            peer, assets, n_images, concurrency, args.seconds, args.generator
+                        )
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                        log(f"  {key}: measurement failed: {exc}")
+                        row = {"requests": 0, "seconds": args.seconds, "p50_ms": float("nan"),
+                               "p99_ms": float("nan"), "errors": 1, "checked": 0,
+                               "generator": args.generator, "per_second": 0.0}
+                    rows.append(_row(key, round_index, n_images, concurrency, row, peer))
+    return rows
+
+
+def _row(key, round_index, n_images, concurrency, row, peer) -> dict:
+    row.update({"peer": key, "round": round_index, "n_images": n_images,
+                "concurrency": concurrency, "rss_mb": peer.rss_mb()})
+    log(f"  r{round_index} {key:<14} {n_images:>3} img c={concurrency:<3} "
+        f"{row['per_second']:9.1f} req/s  p50 {row['p50_ms']:8.2f} ms  "
+        f"p99 {row['p99_ms']:8.2f} ms  errors {row['errors']}")
+    return row
+
+
+def summarise(rows: list) -> list:
+    """Median over rounds for every (peer, body, concurrency) cell."""
+    cells: dict = {}
+    for row in rows:
+        cells.setdefault((row["peer"], row["n_images"], row["concurrency"]), []).append(row)
+    summary = []
+    for (key, n_images, concurrency), cell in cells.items():
+        per_second = statistics.median(r["per_second"] for r in cell)
+        summary.append({
+            "peer": key, "n_images": n_images, "concurrency": concurrency,
+            "per_second": per_second, "images_per_second": per_second * n_images,
+            "p50_ms": statistics.median(r["p50_ms"] for r in cell),
+            "p99_ms": statistics.median(r["p99_ms"] for r in cell),
+            "rss_mb": max(r["rss_mb"] for r in cell),
+            "errors": sum(r["errors"] for r in cell),
+            "checked": sum(r["checked"] for r in cell),
+            "requests": sum(r["requests"] for r in cell),
+            "rounds": len(cell),
+            "spread": [min(r["per_second"] for r in cell), max(r["per_second"] for r in cell)],
+        })
+    return summary
+
+
+def run_decode_speed(build_dir: Path) -> dict | None:
+    """The codec's own decode benchmark (bench/decode_speed.py), when it is there."""
+    script = Path(__file__).with_name("decode_speed.py")
+    if not script.exists():
+        return None
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.decode_speed", "--json", str(build_dir / "decode.json")],
+        cwd=REPO, env=tf_env(), capture_output=True, text=True, timeout=600,
+    )
+    result = {"returncode": done.returncode, "output": done.stdout[-4000:] + done.stderr[-2000:]}
+    json_file = build_dir / "decode.json"
+    if done.returncode == 0 and json_file.exists():
+        result["data"] = json.loads(json_file.read_text())
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    build_dir = args.build_dir
+    build_dir.mkdir(parents=True, exist_ok=True)
+    workdir = build_dir / "run"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    started = time.time()
+    results = {"machine": report.machine_info(args.generator), "settings": {
+        "rounds": args.rounds, "seconds": args.seconds, "concurrency": args.concurrency,
+        "bodies": args.bodies, "peers": args.peers, "generator": args.generator,
+        "quick": args.quick,
+    }}
+    log(f"Preparing the model and bodies under {build_dir} ...")
+    assets = prepare_assets(build_dir)
+    results["data_source"] = assets.data_source
+    if not args.no_decode:
+        log("Decode speed (bench/decode_speed.py) ...")
+        results["decode"] = run_decode_speed(build_dir)
+    if not args.no_startup:
+        log("Start-up: bare `import tensorflow` vs `%tfserve start` to AVAILABLE ...")
+        results["startup"] = _guarded(timings.measure_startup, assets, workdir / "startup",
+                                      args.repeats, log=log)
+    peers: dict = {}
+    try:
+        log(f"Starting peers: {', '.join(args.peers)} ...")
+        for key in args.peers:
+            peers[key] = start_peer(key, assets.versions["A"], assets.base_path, workdir)
+        probe = assets.body_bytes(1)
+        results["ready_s"] = {key: wait_ready(peer, probe) for key, peer in peers.items()}
+        log(f"Measuring: {args.rounds} round(s) x {len(args.bodies)} bodies x "
+            f"{len(args.concurrency)} concurrencies x {args.seconds:g} s, via {args.generator}")
+        results["measurements"] = run_rounds(args, assets, peers)
+        results["idle_rss_mb"] = {key: peer.rss_mb() for key, peer in peers.items()}
+    finally:
+        for peer in peers.values():
+            peer.stop()
+    results["summary"] = summarise(results["measurements"])
+    if not args.no_hot_swap:
+        log("Hot swap: a new version folder renamed in, until it answers ...")
+        results["hot_swap"] = _guarded(timings.measure_hot_swap, assets, workdir, args.repeats,
+                                       log=log)
+    results["targets"] = report.evaluate_targets(results)
+    results["profiles"] = _profiles(args, assets, workdir, results["targets"])
+    results["elapsed_s"] = time.time() - started
+    (build_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    md_path, png_path = args.docs_dir / "benchmarks.md", args.docs_dir / "benchmarks.png"
+    report.write_chart(results, png_path)
+    report.write_markdown(results, md_path, png_path)
+    log(f"Wrote {md_path} and {png_path} ({results['elapsed_s'] / 60:.1f} min)")
+    for target in results["targets"]:
+        log(f"  {target['status']:<5} {target['name']}: {target['measured']}")
+    return 0
+
+
+def _guarded(function, *args, **kwargs):
+    """A timing that fails is reported as such instead of ending the run."""
+    try:
+        return function(*args, **kwargs)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        log(f"  failed: {exc}")
+        return {"error": str(exc)[-2000:]}
+
+
+def _profiles(args, assets: BenchAssets, workdir: Path, targets: list) -> list:
+    from bench.profile import profile_ours, py_spy_path
+
+    if args.profile == "never" or py_spy_path() is None:
+        return []
+    cases = {(t["n_images"], t["concurrency"], t.get("batching", False))
+             for t in targets if t.get("profile") and (args.profile == "always"
+                                                      or t["status"] == "miss")}
+    profiles = []
+    for n_images, concurrency, batching in sorted(cases):
+        log(f"Profiling ours ({'batching, ' if batching else ''}{n_images} img, "
+            f"c={concurrency}) with py-spy ...")
+        summary = _guarded(profile_ours, assets, workdir, n_images, concurrency,
+                           max(args.seconds, 4.0), batching=batching)
+        profiles.append(summary)
+    return profiles
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,631 @@
+"""Write the demo notebooks (``python notebooks/build_notebooks.py``).
+
+The notebooks are generated so that they stay small, reviewable in diffs, and free of outputs;
+``tests/test_notebooks.py`` checks that the committed ``.ipynb`` files match this script.
+Each notebook has a cell tagged ``parameters`` (papermill-style) that picks tiny data and one
+epoch when ``TFSERVE_MAGIC_HEADLESS=1`` (CI, ``make demo --quick``), and ends by stopping its
+servers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+
+HEADLESS_NOTE = (
+    "# Parameters (tagged `parameters`: papermill or the test runner may override them).\n"
+    "# Unattended runs set TFSERVE_MAGIC_HEADLESS=1: a small slice of the data and one epoch.\n"
+    "import os\n"
+    "\n"
+    'HEADLESS = os.environ.get("TFSERVE_MAGIC_HEADLESS") == "1"\n'
+)
+
+SETUP = """\
+%load_ext tfserve_magic
+import keras
+import numpy as np
+
+import tfserve_magic as tfm
+from tfserve_magic.datasets import load_mnist
+
+data = load_mnist(n_train=N_TRAIN, n_test=N_TEST)
+print(f"{data.source}: train {data.x_train.shape}, test {data.x_test.shape}")"""
+
+CLASSIC_MLP = """\
+keras.utils.set_random_seed(0)
+model = keras.Sequential(
+    [
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dropout(0.2),
+        keras.layers.Dense(10, activation="softmax"),
+    ]
+)
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(data.x_train, data.y_train, batch_size=50, epochs=EPOCHS, verbose=2)
+_, test_accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
+print(f"test accuracy in the notebook: {test_accuracy:.3f}")"""
+
+
+def md(text: str):
+    return ("markdown", text.strip("\n"))
+
+
+def code(text: str):
+    return ("code", text.strip("\n"))
+
+
+def params(text: str):
+    return ("parameters", HEADLESS_NOTE + text.strip("\n"))
+
+
+# ----------------------------------------------------------------------------- 01 quickstart
+QUICKSTART = [
+    md("""
+# 1 · Quickstart: train, export, serve and predict MNIST
+
+The classic TensorFlow Serving REST tutorial in a few cells: train a small Keras MLP on MNIST,
+export it as a numbered SavedModel, serve it with a TensorFlow-Serving-compatible REST server on
+`127.0.0.1`, send the first ten test images and compare the answers with the labels.
+
+The server is a child process of this kernel: `%tfserve stop` (or shutting the kernel down)
+ends it.
+
+> On mybinder.org you get 1-2 GB of RAM and no GPU, and an idle session is culled after about
+> ten minutes: the defaults below fit. If the kernel restarts, run the notebook from the top.
+"""),
+    params("""
+N_TRAIN = 2000 if HEADLESS else None  # None: all 60,000 training images
+N_TEST = 500 if HEADLESS else None  # None: all 10,000 test images
+EPOCHS = 1 if HEADLESS else 3
+"""),
+    md("""
+`load_mnist` uses Keras' MNIST (cached after the first download; the Binder image downloads it
+at build time). Without network it falls back to scikit-learn's bundled digits, scaled to 28x28,
+and says so.
+"""),
+    code(SETUP),
+    md("""
+## Train the classic MLP
+
+A `Sequential` model without an `Input` layer, trained with `batch_size=50`, as in the classic
+tutorial. Saved with a plain `tf.saved_model.save` on Keras 3, this model would keep a fixed batch
+dimension of 50; `%tfserve export` writes a free batch dimension and checks the export.
+"""),
+    code(CLASSIC_MLP),
+    md("""
+## Export
+
+`%tfserve export MODEL BASE_PATH` writes the next numbered version (`./saved/1`), reloads it and
+compares its answers with the live model. The result lists the signatures and the equivalent
+`tensorflow_model_server` command.
+"""),
+    code("""
+exported = %tfserve export model ./saved
+exported"""),
+    md("""
+## Serve
+
+`%tfserve start NAME BASE_PATH` starts a REST server (port 8501, or the next free one) that
+watches `./saved` for new versions, waits until the model is `AVAILABLE`, and reuses a running
+server of the same name. The handle holds the URL, pid and log path.
+"""),
+    code("""
+server = %tfserve start MLP ./saved
+server"""),
+    md("""
+## Predict
+
+`%%predict` sends the cell's value as TF Serving `instances` and, with `--labels`, shows each
+prediction beside its label. `-o first_ten` keeps the result in a variable.
+"""),
+    code("""
+%%predict MLP --labels data.y_test[:10] -o first_ten
+data.x_test[:10]"""),
+    md("The same request from plain Python, with the package's `Client`:"),
+    code("""
+client = tfm.Client("MLP")
+prediction = client.predict(data.x_test[:10])
+predicted = np.asarray(prediction).argmax(axis=-1)
+print("predicted:", predicted)
+print("true:     ", data.y_test[:10])
+right = (predicted == data.y_test[:10]).sum()
+print(f"{right} of 10 right in {prediction.latency_s * 1000:.1f} ms")"""),
+    md("""
+The whole test set through the server (the client splits it into requests of 1000 images): the
+served model's accuracy matches the one Keras measured before the export.
+"""),
+    code("""
+served = np.asarray(client.predict(data.x_test)).argmax(axis=-1)
+served_accuracy = (served == data.y_test).mean()
+print(f"served accuracy {served_accuracy:.4f}, in the notebook {test_accuracy:.4f}")
+assert abs(served_accuracy - test_accuracy) < 0.01, (served_accuracy, test_accuracy)"""),
+    md("""
+## Explore the predictions
+
+A gallery of test images with their predicted and true labels, filters for the mistakes, and a
+confusion matrix (the predictions come from the server).
+"""),
+    code("%tfserve explore MLP data.x_test data.y_test -n 200"),
+    md("## What is running"),
+    code("%tfserve list"),
+    code("%tfserve status MLP"),
+    md("## Stop the server"),
+    code("%tfserve stop MLP"),
+    md("""
+Next: `02_custom_models.ipynb` (subclassed models, signatures, several inputs),
+`03_versions.ipynb` (hot reload, version labels), `04_draw_digit.ipynb` and
+`05_any_client.ipynb` (curl, requests, Node.js, the production command).
+"""),
+]
+
+# ----------------------------------------------------------------------------- 02 custom models
+CUSTOM = [
+    md("""
+# 2 · Custom models and signatures
+
+A subclassed Keras model served with a named `call` signature, requests that choose the signature
+with `signature_name`, the model metadata a client can read, and a model with two named inputs
+called in the columnar (`inputs`) format.
+"""),
+    params("""
+N_TRAIN = 2000 if HEADLESS else 20000
+N_TEST = 300 if HEADLESS else 2000
+EPOCHS = 1 if HEADLESS else 2
+"""),
+    code(SETUP),
+    md("""
+## A subclassed model with a `call` signature
+
+On Keras 3, decorating `call` with `@tf.function(input_signature=...)` breaks training ("No
+gradients provided"). Keep `call` plain, and name the signature at export time instead:
+`--signature call=call` publishes the method `call` as the signature `call` (next to
+`serving_default`), and `--input-signature` gives the shapes a subclassed model cannot tell.
+"""),
+    code('''
+class DigitClassifier(keras.Model):
+    """A subclassed model: layers in __init__, the forward pass in call."""
+
+    def __init__(self, hidden=64):
+        super().__init__()
+        self.flatten = keras.layers.Flatten()
+        self.hidden = keras.layers.Dense(hidden, activation="relu")
+        self.scores = keras.layers.Dense(10, activation="softmax")
+
+    def call(self, images):
+        return self.scores(self.hidden(self.flatten(images)))
+
+
+keras.utils.set_random_seed(0)
+custom = DigitClassifier()
+custom.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+custom.fit(data.x_train, data.y_train, batch_size=64, epochs=EPOCHS, verbose=2)'''),
+    code(
+        "%tfserve export custom ./custom --signature call=call"
+        " --input-signature float32[None,28,28,1]"
+    ),
+    code("%tfserve start Custom ./custom"),
+    md("""
+## Requests with `signature_name`
+
+`--signature call` puts `"signature_name": "call"` in the request body; without it the server
+uses `serving_default`. Both run the same function here.
+"""),
+    code("""
+%%predict Custom --signature call --labels data.y_test[:5]
+data.x_test[:5]"""),
+    code("""
+client = tfm.Client("Custom")
+by_call = np.asarray(client.predict(data.x_test[:5], signature_name="call"))
+by_default = np.asarray(client.predict(data.x_test[:5]))
+print("call:           ", by_call.argmax(-1))
+print("serving_default:", by_default.argmax(-1))
+assert np.allclose(by_call, by_default, atol=1e-5)"""),
+    md("""
+## Metadata
+
+`GET /v1/models/Custom/metadata` lists every signature with its input and output names, dtypes and
+shapes (`-1` is a free dimension). A client reads the input names from here.
+"""),
+    code("""
+metadata = client.metadata()
+for name in metadata:
+    print(metadata.describe(name))"""),
+    code("%tfserve stop Custom"),
+    md("""
+## A multi-input model in columnar form
+
+A functional model with two named inputs: the image, and a hand-made feature (the share of lit
+pixels). Named `keras.Input`s keep their names in the SavedModel, so requests can use them.
+The columnar format sends one array per input name (`{"inputs": {"image": ..., "ink": ...}}`);
+`--columnar` asks `%%predict` for it.
+"""),
+    code("""
+def ink_share(images):
+    \"\"\"Share of pixels brighter than 0.5, one float per image (shape [N, 1]).\"\"\"
+    return (images > 0.5).mean(axis=(1, 2, 3)).reshape(-1, 1).astype("float32")
+
+
+keras.utils.set_random_seed(0)
+image = keras.Input(shape=(28, 28, 1), name="image")
+ink = keras.Input(shape=(1,), name="ink")
+features = keras.layers.Concatenate()([keras.layers.Flatten()(image), ink])
+hidden = keras.layers.Dense(64, activation="relu")(features)
+scores = keras.layers.Dense(10, activation="softmax", name="scores")(hidden)
+multi = keras.Model(inputs={"image": image, "ink": ink}, outputs=scores)
+multi.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+multi.fit(
+    {"image": data.x_train, "ink": ink_share(data.x_train)},
+    data.y_train,
+    batch_size=64,
+    epochs=EPOCHS,
+    verbose=2,
+)"""),
+    code("%tfserve export multi ./multi"),
+    code("%tfserve start Multi ./multi"),
+    code("""
+%%predict Multi --columnar --labels data.y_test[:5]
+dict(image=data.x_test[:5], ink=ink_share(data.x_test[:5]))"""),
+    md("The same request with the Python client (`inputs=` is the columnar form):"),
+    code("""
+multi_client = tfm.Client("Multi")
+print(multi_client.metadata().describe())
+columnar = multi_client.predict(
+    inputs={"image": data.x_test[:5], "ink": ink_share(data.x_test[:5])}
+)
+print("predicted:", np.asarray(columnar).argmax(-1), "true:", data.y_test[:5])"""),
+    code("%tfserve stop Multi"),
+]
+
+# ----------------------------------------------------------------------------- 03 versions
+VERSIONS = [
+    md("""
+# 3 · Versions and hot reload
+
+TensorFlow Serving watches a base path: a new numbered folder becomes a new version, loaded
+while the server keeps answering. Here a weak v1 is served, a better v2 is exported next to it
+while the server runs, and the server switches to it. Then both versions are served side by
+side with the labels `stable` and `canary` from a model config file, and compared against the
+true labels.
+"""),
+    params("""
+N_TRAIN = 2000 if HEADLESS else 60000
+N_TEST = 500 if HEADLESS else 10000
+EPOCHS = 1 if HEADLESS else 3
+SWITCH_TIMEOUT_S = 60  # how long to wait for the server to load version 2
+"""),
+    code(SETUP),
+    md("""
+## Version 1: a deliberately small model
+
+16 hidden units, a tenth of the training data, one epoch.
+"""),
+    code("""
+def mlp(hidden):
+    return keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1), name="images"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(hidden, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+keras.utils.set_random_seed(0)
+v1 = mlp(16)
+v1.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+small = len(data.x_train) // 10
+v1.fit(data.x_train[:small], data.y_train[:small], batch_size=50, epochs=1, verbose=2)"""),
+    code("%tfserve export v1 ./digits"),
+    md("`--poll 1` makes the server look for new versions every second (TF Serving's "
+       "`--file_system_poll_wait_seconds`)."),
+    code("""
+server = %tfserve start Digits ./digits --poll 1
+server"""),
+    code("%tfserve status Digits"),
+    md("""
+## Version 2, exported while the server runs
+
+More units, all the training data, more epochs. `%tfserve export` writes `./digits/2` atomically
+(the folder appears complete), so the server never sees half a SavedModel.
+"""),
+    code("""
+keras.utils.set_random_seed(1)
+v2 = mlp(128)
+v2.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+v2.fit(data.x_train, data.y_train, batch_size=50, epochs=EPOCHS, verbose=2)"""),
+    code("%tfserve export v2 ./digits"),
+    md("""
+## Watch it switch
+
+With the default policy (`latest`), the server loads version 2, then unloads version 1. The
+requests keep being answered throughout.
+"""),
+    code("""
+import time
+
+client = tfm.Client("Digits")
+deadline = time.monotonic() + SWITCH_TIMEOUT_S
+while True:
+    states = {int(v["version"]): v["state"] for v in client.status()}
+    answered_by = client.metadata().version
+    print(f"versions {states}, requests answered by version {answered_by}")
+    if states.get(2) == "AVAILABLE" and answered_by == 2:
+        break
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"version 2 was not served within {SWITCH_TIMEOUT_S} s: {states}")
+    time.sleep(1)"""),
+    code("%tfserve status Digits"),
+    code("%tfserve stop Digits"),
+    md("""
+## Serve both versions with `stable` and `canary` labels
+
+A TF Serving model config file: the `specific` policy keeps versions 1 and 2 loaded, and
+`version_labels` names them. Requests pick a version with `--version N` or a label with
+`--label L` (REST: `/v1/models/Digits/labels/canary:predict`).
+"""),
+    code("""
+from pathlib import Path
+
+config_text = f'''model_config_list {{
+  config {{
+    name: "Digits"
+    base_path: "{Path("digits").resolve()}"
+    model_platform: "tensorflow"
+    model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+    version_labels {{ key: "stable" value: 1 }}
+    version_labels {{ key: "canary" value: 2 }}
+  }}
+}}
+'''
+Path("models.config").write_text(config_text)
+print(config_text)"""),
+    code("""
+server = %tfserve start Digits --config models.config
+server"""),
+    code("""
+%%predict Digits --label canary --labels data.y_test[:10]
+data.x_test[:10]"""),
+    md("## Compare v1 and v2 against the labels"),
+    code("""
+client = tfm.Client("Digits")
+for label in ("stable", "canary"):
+    predicted = np.asarray(client.predict(data.x_test, label=label)).argmax(-1)
+    version = client.metadata(label=label).version
+    accuracy = (predicted == data.y_test).mean()
+    n = len(data.y_test)
+    print(f"{label:<7} (version {version}): accuracy {accuracy:.3f} on {n} test images")"""),
+    md("The compare widget shows where the two versions disagree, image by image:"),
+    code("%tfserve compare Digits data.x_test data.y_test --a stable --b canary -n 300"),
+    code("%tfserve stop Digits"),
+]
+
+# ----------------------------------------------------------------------------- 04 draw
+DRAW = [
+    md("""
+# 4 · Draw a digit
+
+Draw a digit with the mouse; the strokes are turned into a 28x28 MNIST-style image (cropped,
+scaled to 20 px, centred by centre of mass) and sent to the served model. Without a browser, or
+without `ipycanvas`, the widget falls back to picking test images, and the strokes can be given
+from code, as done below.
+"""),
+    params("""
+N_TRAIN = 2000 if HEADLESS else None
+N_TEST = 200 if HEADLESS else 1000
+EPOCHS = 1 if HEADLESS else 3
+"""),
+    code(SETUP),
+    code(CLASSIC_MLP),
+    code("%tfserve export model ./saved"),
+    code("%tfserve start MLP ./saved"),
+    md("Draw in the box, then press **Predict** (or let it predict when you lift the pen):"),
+    code("%tfserve draw MLP --x data.x_test --y data.y_test"),
+    md("""
+## The same, driven from code
+
+A '7' as two strokes in canvas coordinates (x to the right, y down), then a prediction: what a
+mouse would do, runnable headless.
+"""),
+    code("""
+from tfserve_magic.widgets import DrawDigit
+
+pad = DrawDigit("MLP", live=False)
+
+
+def draw(*strokes):
+    \"\"\"What the mouse does for each stroke: press, move through the points, release.\"\"\"
+    pad.clear()
+    for points in strokes:
+        pad.on_down(*points[0])
+        for x, y in points[1:]:
+            pad.on_move(x, y)
+        pad.on_up()
+    return pad.predict()
+
+
+for name, strokes in {
+    "a '1'": [[(140, 40), (140, 240)]],
+    "a '7'": [[(70, 60), (210, 60), (120, 235)]],
+}.items():
+    probabilities = draw(*strokes)
+    print(f"{name}: the model says {pad.top_class()} (probability {probabilities.max():.2f})")
+pad"""),
+    md("What the model received for the last drawing, and its answer:"),
+    code("""
+import matplotlib.pyplot as plt
+
+fig, (left, right) = plt.subplots(1, 2, figsize=(6, 2.6))
+left.imshow(np.squeeze(pad.current_image()), cmap="gray")
+left.set_title("28x28 model input")
+left.axis("off")
+right.bar(range(10), probabilities)
+right.set_xticks(range(10))
+right.set_title(f"probabilities (top: {pad.top_class()})")
+plt.tight_layout()
+plt.show()"""),
+    code("%tfserve stop MLP"),
+]
+
+# ----------------------------------------------------------------------------- 05 any client
+ANY_CLIENT = [
+    md("""
+# 5 · Any client: curl, Python requests, Node.js, and production
+
+The server speaks TensorFlow Serving's REST API, so anything that can POST JSON can use it. This
+notebook calls the same server from the shell with `curl`, from plain Python with `requests`,
+from Node.js (when `node` is installed), and shows the `tensorflow_model_server` and Docker
+commands that serve the same SavedModel in production.
+"""),
+    params("""
+N_TRAIN = 2000 if HEADLESS else None
+N_TEST = 100 if HEADLESS else 1000
+EPOCHS = 1 if HEADLESS else 3
+"""),
+    code(SETUP),
+    code(CLASSIC_MLP),
+    code("""
+exported = %tfserve export model ./saved
+server = %tfserve start MLP ./saved
+print(server.url)"""),
+    md("""
+## The request body
+
+TF Serving's row format: `{"instances": [...]}` with one entry per image. The first three
+test images go to a file that every client below sends.
+"""),
+    code("""
+import json
+
+body = {"instances": data.x_test[:3].tolist()}
+with open("request.json", "w") as f:
+    json.dump(body, f)
+url = f"{server.url}/v1/models/MLP:predict"
+print(url, "true labels:", data.y_test[:3])"""),
+    md("`--show curl` (or `python`, `node`) prints a ready-to-run request next to the answer:"),
+    code("""
+%%predict MLP --show curl --labels data.y_test[:3]
+data.x_test[:3]"""),
+    md("## curl"),
+    code("""
+import shutil
+import subprocess
+
+if shutil.which("curl"):
+    reply = subprocess.run(
+        ["curl", "-sS", "--fail", "-X", "POST", "-d", "@request.json", url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    from_curl = np.array(json.loads(reply)["predictions"]).argmax(-1)
+    print("curl:", from_curl)
+else:
+    print("curl is not installed here; the command would be:")
+    print(f"curl -X POST -d @request.json {url}")"""),
+    md("## Python `requests`"),
+    code("""
+import requests
+
+reply = requests.post(url, json=body, timeout=30)
+reply.raise_for_status()
+from_requests = np.array(reply.json()["predictions"]).argmax(-1)
+print("requests:", from_requests)
+metadata = requests.get(f"{server.url}/v1/models/MLP/metadata", timeout=30).json()
+print("signatures:", sorted(metadata["metadata"]["signature_def"]["signature_def"]))"""),
+    md("## Node.js (built-in `fetch`, Node 18+)"),
+    code("""
+%%predict MLP --show node
+data.x_test[:1]"""),
+    code("""
+NODE_CLIENT = '''
+const fs = require("fs");
+const [url, file] = process.argv.slice(2);
+fetch(url, {method: "POST", body: fs.readFileSync(file)})
+  .then((r) => { if (!r.ok) throw new Error(`HTTP ${r.status}`); return r.json(); })
+  .then((j) => console.log(JSON.stringify(j.predictions.map((p) => p.indexOf(Math.max(...p))))))
+  .catch((e) => { console.error(e.message); process.exit(1); });
+'''
+if shutil.which("node"):
+    with open("client.js", "w") as f:
+        f.write(NODE_CLIENT)
+    out = subprocess.run(
+        ["node", "client.js", url, "request.json"], capture_output=True, text=True, check=True
+    ).stdout
+    print("node:", json.loads(out))
+else:
+    print("node is not installed here; client.js would print the predicted classes")"""),
+    md("## In production: `tensorflow_model_server` or Docker"),
+    code("""
+base_path = exported.base_path.resolve()
+print("# the same SavedModel with TensorFlow Serving's own binary:")
+print(exported.server_command)
+print()
+print("# or with the official Docker image:")
+print(
+    f"docker run --rm -p 8501:8501 --mount type=bind,source={base_path},target=/models/MLP "
+    "-e MODEL_NAME=MLP -t tensorflow/serving"
+)"""),
+    code("%tfserve stop MLP"),
+]
+
+NOTEBOOKS = {
+    "01_quickstart.ipynb": QUICKSTART,
+    "02_custom_models.ipynb": CUSTOM,
+    "03_versions.ipynb": VERSIONS,
+    "04_draw_digit.ipynb": DRAW,
+    "05_any_client.ipynb": ANY_CLIENT,
+}
+
+
+def build(cells) -> nbformat.NotebookNode:
+    """A notebook with stable cell ids (so regenerating gives the same file)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {
+        "kernelspec": {
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+            "name": "python3",
+        },
+        "language_info": {"name": "python"},
+    }
+    for index, (kind, source) in enumerate(cells):
+        if kind == "markdown":
+            cell = nbformat.v4.new_markdown_cell(source)
+        else:
+            cell = nbformat.v4.new_code_cell(source)
+            if kind == "parameters":
+                cell.metadata["tags"] = ["parameters"]
+        cell.id = f"c{index:02d}"
+        nb.cells.append(cell)
+    nbformat.validate(nb)
+    return nb
+
+
+def render(cells) -> str:
+    return nbformat.writes(build(cells)) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for name, cells in NOTEBOOKS.items():
+        path = HERE / name
+        text = render(cells)
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+            print(f"wrote {path}")
+    if stale:
+        print(f"out of date (run python notebooks/build_notebooks.py): {', '.join(stale)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1032 @@
+"""Start, find and stop model-server processes for this user (no IPython, no TensorFlow).
+
+A server is a child process (``sys.executable -m tfserve_magic serve ...``, or the real
+``tensorflow_model_server``) whose output goes to a log file. It is recorded in the per-user
+state folder as ``<name>.json``; the embedded server also writes ``<name>.info.json`` itself once
+its port is bound and its models are loaded. ``start`` waits for that file (or REST readiness
+for the real binary) or for the child's exit, then confirms with the REST status call.
+Servers started here stop when this process exits (atexit), and watch this process's pid so a
+SIGKILLed kernel leaves no orphan; ``detach=True`` opts out of both.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tfserve_magic import gpu as gpu_policy
+from tfserve_magic._text import html_table, text_table
+
+HOME_VAR = "TFSERVE_MAGIC_HOME"
+MODEL_SERVER_VAR = "TFSERVE_MAGIC_MODEL_SERVER"
+MODEL_SERVER_BINARY = "tensorflow_model_server"
+DEFAULT_PORT_RETRIES = 100
+LOG_TAIL_LINES = 25
+RECORD_FORMAT = 1
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# Environment variables a kernel may carry that must not leak into the child's interpreter.
+_ENV_DENYLIST = ("PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONHOME")
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+# Popen objects of children started by this process (so they can be reaped, never zombies).
+_children: dict[int, subprocess.Popen] = {}
+_atexit_registered = False
+_lock = threading.Lock()
+
+
+class GpuMemoryWarning(UserWarning):
+    """The kernel's TensorFlow already holds the GPU memory a server would need."""
+
+
+class StartError(RuntimeError):
+    """A server did not become AVAILABLE: ``.reason`` says why, ``.log_tail`` what it logged."""
+
+    def __init__(self, reason: str, log_tail: str = "", *, log_path: str | None = None):
+        self.reason = reason
+        self.log_tail = log_tail
+        self.log_path = log_path
+        message = reason
+        if log_tail.strip():
+            where = f" ({log_path})" if log_path else ""
+            message += f"\n\nLast lines of the server log{where}:\n{log_tail.rstrip()}"
+        super().__init__(message)
+
+
+# ---------------------------------------------------------------------------- handles
+@dataclass
+class ServerHandle:
+    """A running server: where it answers, what it serves, on which devices, and its log."""
+
+    name: str
+    url: str
+    port: int
+    host: str
+    pid: int
+    backend: str
+    devices: list[str]
+    models: dict[str, list[int]]
+    reused: bool = False
+    log_path: str = ""
+    grpc_port: int | None = None
+    started: float = 0.0
+    detach: bool = False
+    owner_pid: int = 0
+    base_path: str | None = None
+    config: str | None = None
+    tf_version: str | None = None
+    healthy: bool = True
+
+    @property
+    def client(self):
+        """A ``tfserve_magic.Client`` for this server's first model."""
+        from tfserve_magic.client import Client
+
+        return Client(self.url, model=next(iter(self.models), self.name))
+
+    @property
+    def uptime_s(self) -> float:
+        return max(0.0, time.time() - self.started) if self.started else 0.0
+
+    def _models_text(self) -> str:
+        parts = []
+        for model, versions in self.models.items():
+            shown = f" v{max(versions)}" if versions else " (no version available)"
+            parts.append(model + shown)
+        return ", ".join(parts) or self.name
+
+    def summary(self) -> str:
+        """One line: "Serving MLP v3 at http://127.0.0.1:8501 (pid 1234)"."""
+        extra = "" if self.backend == "python" else f", {self.backend}"
+        line = f"{self._models_text()} at {self.url} (pid {self.pid}{extra})"
+        if self.reused:
+            return (
+                f"Reusing {line}, started {_age(self.uptime_s)} ago with the same name, base path "
+                "and options (--restart starts a fresh one)"
+            )
+        return f"Serving {line}"
+
+    def _fields(self) -> list[tuple[str, str]]:
+        source = self.config or self.base_path or ""
+        rows = [
+            ("url", self.url),
+            ("pid", str(self.pid)),
+            ("backend", self.backend),
+            ("devices", ", ".join(self.devices) or "?"),
+            ("models", self._models_text()),
+            ("source", source),
+            ("log", self.log_path),
+            ("client", f"tfserve_magic.Client({self.name!r})"),
+        ]
+        if self.detach:
+            rows.append(("detached", "yes: keeps running after the kernel exits"))
+        return rows
+
+    def __repr__(self) -> str:
+        lines = [self.summary()] + [f"  {key:<8} {value}" for key, value in self._fields()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return html_table(["", ""], self._fields(), caption=self.summary())
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+
+
+_SERVER_HEADERS = ["name", "url", "pid", "models", "devices", "backend", "uptime", "log"]
+
+
+def _server_row(handle: ServerHandle) -> list[str]:
+    url = handle.url if handle.healthy else f"{handle.url} (not answering)"
+    return [
+        handle.name,
+        url,
+        str(handle.pid),
+        handle._models_text(),
+        ", ".join(handle.devices) or "?",
+        handle.backend + (" (detached)" if handle.detach else ""),
+        _age(handle.uptime_s),
+        handle.log_path,
+    ]
+
+
+def format_servers(handles: Sequence[ServerHandle]) -> str:
+    """The ``list`` table as plain text."""
+    if not handles:
+        return "No servers running."
+    return text_table(_SERVER_HEADERS, [_server_row(h) for h in handles])
+
+
+_STATUS_HEADERS = ["model", "version", "state", "error"]
+
+
+def _status_rows(status_by_model: dict[str, list[dict]]) -> list[list[str]]:
+    rows = []
+    for model, entries in status_by_model.items():
+        for entry in entries:
+            err = entry.get("status", {}) or {}
+            code = err.get("error_code", "OK")
+            error = "" if code == "OK" else f"{code}: {err.get('error_message', '')}"
+            rows.append([model, str(entry.get("version", "")), entry.get("state", ""), error])
+    return rows
+
+
+def format_status(status_by_model: dict[str, list[dict]]) -> str:
+    """``status`` (model -> version status dicts) as a plain-text table."""
+    rows = _status_rows(status_by_model)
+    return text_table(_STATUS_HEADERS, rows) if rows else "No model versions known."
+
+
+class ServerTable(list):
+    """The result of ``%tfserve list``: a list of handles shown as one table."""
+
+    def __repr__(self) -> str:
+        return format_servers(self)
+
+    def _repr_html_(self) -> str:
+        if not self:
+            return "<p>No servers running.</p>"
+        return html_table(_SERVER_HEADERS, [_server_row(h) for h in self])
+
+
+class StatusView(dict):
+    """The result of ``%tfserve status NAME``: model -> version status dicts, as a table."""
+
+    def __init__(self, name: str, status_by_model: dict[str, list[dict]]):
+        super().__init__(status_by_model)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"{self.name}:\n{format_status(self)}"
+
+    def _repr_html_(self) -> str:
+        rows = _status_rows(self)
+        styles = ["" if r[2] == "AVAILABLE" else "color:#b00" if r[3] else "color:#777" for r in rows]
+        return html_table(_STATUS_HEADERS, rows, row_styles=styles, caption=self.name)
+
+
+# ---------------------------------------------------------------------------- state folder
+def state_dir() -> Path:
+    """The per-user folder (mode 0700) of records and logs; read from the environment each call."""
+    home = os.environ.get(HOME_VAR)
+    if home:
+        path = Path(home)
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        path = Path(os.environ["XDG_RUNTIME_DIR"]) / "tfserve_magic"
+    else:
+        path = Path.home() / ".cache" / "tfserve_magic"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.name == "posix" and (path.stat().st_mode & 0o077):
+        os.chmod(path, 0o700)
+    return path
+
+
+def _record_path(name: str) -> Path:
+    return state_dir() / f"{name}.json"
+
+
+def _info_path(name: str) -> Path:
+    return state_dir() / f"{name}.info.json"
+
+
+def _log_path(name: str) -> Path:
+    logs_dir = state_dir() / "logs"
+    logs_dir.mkdir(mode=0o700, exist_ok=True)
+    return logs_dir / f"{name}.log"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _all_records() -> list[dict]:
+    records = []
+    for path in sorted(state_dir().glob("*.json")):
+        if path.name.endswith(".info.json"):
+            continue
+        record = _read_json(path)
+        if record and isinstance(record.get("pid"), int) and isinstance(record.get("name"), str):
+            records.append(record)
+    return records
+
+
+def _remove_record(record: dict) -> None:
+    for path in (_record_path(record["name"]), Path(record.get("info_path") or "")):
+        if path.name:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+# ---------------------------------------------------------------------------- processes
+def _pid_alive(pid: int, expect: Iterable[str] = ()) -> bool:
+    """True if ``pid`` runs (not a zombie) and, where /proc tells, its command line matches."""
+    proc = _children.get(pid)
+    if proc is not None:
+        return proc.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        if fields and fields[0] in ("Z", "X"):
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, IndexError):
+        return True
+    expect = [e for e in expect if e]
+    return not expect or any(e in cmdline for e in expect)
+
+
+def _record_alive(record: dict) -> bool:
+    return _pid_alive(record["pid"], record.get("expect", ()))
+
+
+def _wait_gone(record: dict, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _record_alive(record):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _signal(pid: int, signum: int, group: bool) -> None:
+    try:
+        if group and hasattr(os, "killpg") and os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _terminate(record: dict, timeout: float) -> None:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL the server's process group."""
+    pid = record["pid"]
+    if _record_alive(record):
+        _signal(pid, signal.SIGTERM, group=False)
+        if not _wait_gone(record, timeout):
+            _signal(pid, getattr(signal, "SIGKILL", signal.SIGTERM), group=True)
+            _wait_gone(record, 5.0)
+    proc = _children.pop(pid, None)
+    if proc is not None:
+        try:
+            proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _stop_owned_at_exit() -> None:
+    """atexit: stop the servers this process started (unless detached)."""
+    me = os.getpid()
+    try:
+        records = _all_records()
+    except OSError:
+        return
+    for record in records:
+        if record.get("owner_pid") == me and not record.get("detach"):
+            _terminate(record, timeout=5.0)
+            _remove_record(record)
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(_stop_owned_at_exit)
+        _atexit_registered = True
+
+
+class _NameLock:
+    """An exclusive per-name file lock, so two kernels do not start the same server twice."""
+
+    def __init__(self, name: str):
+        self.path = state_dir() / f".{name}.lock"
+        self.fh = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # Windows: no cross-process lock
+            return self
+        self.fh = open(self.path, "a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fh is not None:
+            self.fh.close()  # closing releases the lock
+
+
+# ---------------------------------------------------------------------------- REST
+def _connect_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _get_json(url: str, timeout: float) -> dict:
+    with _NO_PROXY.open(url, timeout=timeout) as response:
+        return json.loads(response.read().decode("utf-8"))
+
+
+def _model_status(url: str, model: str, timeout: float = 2.0) -> list[dict]:
+    data = _get_json(f"{url}/v1/models/{model}", timeout)
+    entries = data.get("model_version_status", [])
+    return entries if isinstance(entries, list) else []
+
+
+def _available(entries: list[dict]) -> list[int]:
+    versions = []
+    for entry in entries:
+        if entry.get("state") == "AVAILABLE":
+            try:
+                versions.append(int(entry.get("version")))
+            except (TypeError, ValueError):
+                pass
+    return sorted(versions)
+
+
+def _live_models(url: str, models: Iterable[str], timeout: float) -> dict[str, list[int]] | None:
+    """model -> AVAILABLE versions, or None if the server does not answer."""
+    result = {}
+    for model in models:
+        try:
+            result[model] = _available(_model_status(url, model, timeout))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                return None
+            result[model] = []
+        except (OSError, ValueError):
+            return None
+    return result
+
+
+# ---------------------------------------------------------------------------- handles from records
+def _handle(record: dict, *, refresh: bool = False, reused: bool = False) -> ServerHandle:
+    info = None
+    if record.get("info_path"):
+        info = _read_json(Path(record["info_path"]))
+    source = info or record
+    host = source.get("host") or record.get("host", "127.0.0.1")
+    port = int(source.get("port") or 0)
+    url = f"http://{_connect_host(host)}:{port}" if port else ""
+    models_field = source.get("models") or {}
+    models: dict[str, list[int]] = {}
+    for model, value in models_field.items():
+        versions = value.get("versions", []) if isinstance(value, dict) else value
+        models[model] = sorted(int(v) for v in versions or [])
+    handle = ServerHandle(
+        name=record["name"],
+        url=url,
+        port=port,
+        host=host,
+        pid=record["pid"],
+        backend=record.get("backend", "python"),
+        devices=list(source.get("devices") or record.get("devices") or []),
+        models=models or {m: [] for m in record.get("models", [])},
+        reused=reused,
+        log_path=record.get("log_path", ""),
+        grpc_port=source.get("grpc_port", record.get("grpc_port")),
+        started=float(source.get("started") or record.get("started") or 0.0),
+        detach=bool(record.get("detach")),
+        owner_pid=int(record.get("owner_pid") or 0),
+        base_path=record.get("base_path"),
+        config=record.get("config"),
+        tf_version=source.get("tf_version"),
+        healthy=bool(url),
+    )
+    if refresh and url:
+        live = _live_models(url, list(handle.models), timeout=1.0)
+        handle.healthy = live is not None
+        if live is not None:
+            handle.models = live
+    return handle
+
+
+def _live_records() -> list[dict]:
+    """Records of running servers; records of dead ones are removed."""
+    live = []
+    for record in _all_records():
+        if _record_alive(record):
+            live.append(record)
+        else:
+            _children.pop(record["pid"], None)
+            _remove_record(record)
+    return live
+
+
+def _record_for(name: str) -> dict:
+    for record in _live_records():
+        if record["name"] == name:
+            return record
+    running = ", ".join(r["name"] for r in _live_records()) or "none"
+    raise LookupError(f"no running server named {name!r} (running: {running})")
+
+
+# ---------------------------------------------------------------------------- public API
+def servers() -> list[ServerHandle]:
+    """Every live server of this user (models and versions asked from each); stale records pruned."""
+    return ServerTable(_handle(r, refresh=True) for r in _live_records())
+
+
+def find(name: str) -> ServerHandle | None:
+    """The live server called ``name``, or None."""
+    for record in _live_records():
+        if record["name"] == name:
+            return _handle(record)
+    return None
+
+
+def find_model(model_name: str) -> tuple[str, str] | None:
+    """``(url, model)`` of a live server serving ``model_name`` (or named so), else None."""
+    handles = [_handle(r) for r in _live_records()]
+    handles.sort(key=lambda h: h.name != model_name)
+    for handle in handles:
+        if model_name in handle.models and handle.url:
+            return handle.url, model_name
+    for handle in handles:
+        if handle.name == model_name and handle.url and handle.models:
+            return handle.url, next(iter(handle.models))
+    return None
+
+
+def status(name: str) -> dict[str, list[dict]]:
+    """model -> version status dicts (TF Serving's ``model_version_status``) of server ``name``."""
+    handle = _handle(_record_for(name))
+    if not handle.url:
+        raise RuntimeError(f"{name} (pid {handle.pid}) is still starting")
+    result = {}
+    for model in handle.models:
+        try:
+            result[model] = _model_status(handle.url, model, timeout=5.0)
+        except urllib.error.HTTPError as exc:
+            result[model] = [] if exc.code == 404 else _raise_unreachable(handle, exc)
+        except (OSError, ValueError) as exc:
+            _raise_unreachable(handle, exc)
+    return result
+
+
+def _raise_unreachable(handle: ServerHandle, exc: Exception):
+    raise RuntimeError(
+        f"{handle.name} (pid {handle.pid}) does not answer at {handle.url}: {exc}; "
+        f"see its log with %tfserve logs {handle.name}"
+    ) from None
+
+
+def logs(name: str, n: int = 20) -> str:
+    """The last ``n`` lines of server ``name``'s log (also after it stopped)."""
+    if n < 1:
+        raise ValueError("the number of log lines must be at least 1")
+    path = None
+    for record in _all_records():
+        if record["name"] == name:
+            path = Path(record.get("log_path", ""))
+    if path is None or not path.is_file():
+        if not _NAME_RE.fullmatch(name):
+            raise LookupError(f"no server named {name!r}")
+        path = _log_path(name)
+    if not path.is_file():
+        raise LookupError(f"no log for a server named {name!r} in {state_dir()}")
+    return _tail(path, n)
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            chunk = min(size, max(8192, n * 400))
+            fh.seek(size - chunk)
+            data = fh.read()
+    except OSError:
+        return ""
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if chunk < size and lines:
+        lines = lines[1:]  # first line may be cut
+    return "\n".join(lines[-n:])
+
+
+def stop(name: str | None = None, *, all: bool = False, timeout: float = 10.0) -> list[ServerHandle]:
+    """Stop server ``name`` (or every server of this user): SIGTERM, wait, SIGKILL; drop records."""
+    if all:
+        records = _live_records()
+    elif name:
+        records = [_record_for(name)]
+    else:
+        raise ValueError("stop needs a server name or all=True")
+    stopped = []
+    for record in records:
+        handle = _handle(record)
+        _terminate(record, timeout)
+        _remove_record(record)
+        stopped.append(handle)
+    return stopped
+
+
+# ---------------------------------------------------------------------------- start
+@dataclass
+class _Spec:
+    """A resolved start request: what runs, and the key that decides reuse."""
+
+    name: str
+    base_path: str | None
+    config: str | None
+    models: list[str]
+    backend: str
+    binary: str | None
+    key: dict = field(default_factory=dict)
+
+
+@dataclass
+class Launched:
+    handle: ServerHandle
+
+
+@dataclass
+class Reused:
+    handle: ServerHandle
+
+
+@dataclass
+class Failed:
+    reason: str
+    exit_code: int | None
+    log_tail: str
+    log_path: str
+
+
+@dataclass
+class TimedOut:
+    pid: int
+    log_tail: str
+    log_path: str
+
+
+def _numeric_versions(base: Path) -> list[int]:
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _config_models(text: str) -> list[str]:
+    """Model names of a text ``ModelServerConfig`` (``config { name: "..." ... }``)."""
+    return re.findall(r"\bname\s*:\s*[\"']([^\"']+)[\"']", text)
+
+
+def _resolve_backend(backend: str) -> tuple[str, str | None]:
+    if backend not in ("auto", "python", MODEL_SERVER_BINARY):
+        raise StartError(f"--backend must be auto, python or {MODEL_SERVER_BINARY}, not {backend!r}")
+    if backend == "python":
+        return "python", None
+    named = os.environ.get(MODEL_SERVER_VAR)
+    binary = shutil.which(named) if named else shutil.which(MODEL_SERVER_BINARY)
+    if named and not binary:
+        raise StartError(f"{MODEL_SERVER_VAR}={named!r} is not an executable file")
+    if binary:
+        return MODEL_SERVER_BINARY, os.path.abspath(binary)
+    if backend == "auto":
+        return "python", None
+    raise StartError(
+        f"{MODEL_SERVER_BINARY} is not on PATH; install it, set {MODEL_SERVER_VAR} to its path, "
+        "or use --backend python (the embedded server)"
+    )
+
+
+def _resolve(name, base_path, config, backend, key_options) -> _Spec:
+    if config is not None:
+        if base_path is not None:
+            raise StartError("give either BASE_PATH or --config, not both")
+        config_path = Path(config).expanduser()
+        config_path = config_path if config_path.is_absolute() else Path.cwd() / config_path
+        if not config_path.is_file():
+            raise StartError(f"model config file not found: {config_path}")
+        text = config_path.read_text(errors="replace")
+        models = _config_models(text)
+        if not models:
+            raise StartError(f"{config_path} names no model (expected config {{ name: \"...\" }})")
+        name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", config_path.stem)
+        base, config_abs = None, str(config_path)
+        extra_key = {"config_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    else:
+        if not name or base_path is None:
+            raise StartError("start needs a NAME and a BASE_PATH (or a model config file)")
+        base_dir = Path(base_path).expanduser()
+        base_dir = base_dir if base_dir.is_absolute() else Path.cwd() / base_dir
+        if not base_dir.is_dir():
+            raise StartError(f"base path {base_dir} does not exist (or is not a folder)")
+        if not _numeric_versions(base_dir):
+            hint = ""
+            if (base_dir / "saved_model.pb").exists():
+                hint = (
+                    f"; it is itself a SavedModel: give its parent, or move it to {base_dir}/1"
+                )
+            raise StartError(
+                f"{base_dir} holds no model versions: TF Serving expects numbered subfolders "
+                f"such as {base_dir}/1/saved_model.pb (`%tfserve export` writes them){hint}"
+            )
+        models, base, config_abs, extra_key = [name], str(base_dir), None, {}
+    if not _NAME_RE.fullmatch(name):
+        raise StartError(
+            f"server name {name!r} must be letters, digits, '_', '.' or '-' (at most 100)"
+        )
+    kind, binary = _resolve_backend(backend)
+    key = {"name": name, "base_path": base, "config": config_abs, "backend": kind,
+           "binary": binary, **key_options, **extra_key}
+    return _Spec(name, base, config_abs, models, kind, binary, key)
+
+
+def _free_port(first: int, retries: int) -> int:
+    """A port nobody listens on (all interfaces, as tensorflow_model_server binds)."""
+    for port in ([0] if first == 0 else range(first, min(first + retries, 65535) + 1)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise StartError(f"REST port {first} is taken" + (f" (and the next {retries})" if retries else ""))
+
+
+def _seconds_flag(value: float, backend: str) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    if backend != "python":
+        raise StartError(f"{MODEL_SERVER_BINARY} takes whole seconds for --poll, not {value}")
+    return str(value)
+
+
+def _child_env(gpu_env: dict[str, str], backend: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_DENYLIST}
+    env.update(gpu_env)
+    env["PYTHONUNBUFFERED"] = "1"
+    if backend == "python":
+        # run this very package, even if the kernel found it via a path added at run time
+        package_root = str(Path(__file__).resolve().parent.parent)
+        parts = [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    return env
+
+
+def _rotate_log(path: Path) -> None:
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".1"))
+
+
+def _failure_reason(name: str, code: int, tail: str) -> str:
+    reason = f"{name} did not start: the server exited with code {code}"
+    hits = [ln.strip() for ln in tail.splitlines() if re.search(r"error|fail|refused|in use", ln, re.I)]
+    if hits:
+        reason += f": {hits[-1][:300]}"
+    return reason
+
+
+def _launch(
+    spec: _Spec,
+    *,
+    port: int,
+    port_retries: int,
+    host: str,
+    grpc_port: int | None,
+    gpu_plan: gpu_policy.GpuPlan,
+    poll: float | None,
+    detach: bool,
+    timeout: float,
+    extra_args: Sequence[str],
+    progress: Callable[[str], None],
+) -> Launched | Failed | TimedOut:
+    name = spec.name
+    log_path = _log_path(name)
+    info_path = _info_path(name)
+    for stale in (info_path,):
+        if stale.exists():
+            stale.unlink()
+    models_flags = (
+        [f"--model_config_file={spec.config}"]
+        if spec.config
+        else [f"--model_name={name}", f"--model_base_path={spec.base_path}"]
+    )
+    poll_flags = (
+        [f"--file_system_poll_wait_seconds={_seconds_flag(poll, spec.backend)}"]
+        if poll is not None
+        else []
+    )
+    if spec.backend == "python":
+        argv = [sys.executable, "-m", "tfserve_magic", "serve", *models_flags,
+                f"--rest_api_port={port}", f"--rest_api_port_retries={port_retries}",
+                f"--host={host}", f"--info_file={info_path}"]
+        if grpc_port is not None:
+            argv.append(f"--port={grpc_port}")
+        if not detach:
+            argv.append(f"--parent_pid={os.getpid()}")
+        expect = ["tfserve_magic"]
+        rest_port = None
+    else:
+        rest_port = _free_port(port, port_retries)
+        grpc = grpc_port if grpc_port is not None else _free_port(0, 0)
+        argv = [spec.binary, f"--port={grpc}", f"--rest_api_port={rest_port}", *models_flags]
+        if not detach:  # the real binary cannot watch the kernel: a small supervisor does
+            argv = [sys.executable, "-m", "tfserve_magic.manager", "supervise",
+                    str(os.getpid()), "--", *argv]
+        expect = [os.path.basename(spec.binary or MODEL_SERVER_BINARY), "tfserve_magic"]
+        grpc_port = grpc
+    argv += [*poll_flags, *extra_args]
+
+    _rotate_log(log_path)
+    progress(f"Starting {name} on {gpu_plan.label} ...")
+    with open(log_path, "ab") as log:
+        log.write(("$ " + " ".join(argv) + "\n").encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_child_env(gpu_plan.env, spec.backend),
+                cwd=os.getcwd(),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            return Failed(f"could not run {argv[0]}: {exc}", None, "", str(log_path))
+    _children[proc.pid] = proc
+    started = time.time()
+    record = {
+        "format": RECORD_FORMAT, "name": name, "pid": proc.pid, "owner_pid": os.getpid(),
+        "detach": detach, "backend": spec.backend, "key": spec.key, "host": host,
+        "grpc_port": grpc_port, "log_path": str(log_path),
+        "info_path": str(info_path) if spec.backend == "python" else None,
+        "base_path": spec.base_path, "config": spec.config, "models": spec.models,
+        "devices": [gpu_plan.label] if gpu_plan.label != "default devices" else [],
+        "expect": expect, "argv": argv, "started": started, "state": "starting",
+    }
+    _write_json(_record_path(name), record)
+    if not detach:
+        _register_atexit()
+
+    t0 = time.monotonic()
+    next_tick = t0 + 1.0
+    while True:
+        code = proc.poll()
+        if code is not None:
+            _children.pop(proc.pid, None)
+            _remove_record(record)
+            tail = _tail(log_path, LOG_TAIL_LINES)
+            return Failed(_failure_reason(name, code, tail), code, tail, str(log_path))
+        ready = None
+        if spec.backend == "python":
+            info = _read_json(info_path)
+            if info is not None and isinstance(info.get("port"), int):
+                url = f"http://{_connect_host(info.get('host') or host)}:{info['port']}"
+                live = _live_models(url, list(info.get("models") or spec.models), timeout=2.0)
+                if live and all(live.values()):
+                    ready = live
+        else:
+            url = f"http://127.0.0.1:{rest_port}"
+            live = _live_models(url, spec.models, timeout=1.0)
+            if live and all(live.values()):
+                ready = live
+                record.update(port=rest_port, host="0.0.0.0", models={
+                    m: {"versions": v} for m, v in live.items()
+                })
+        if ready is not None:
+            record["state"] = "ready"
+            _write_json(_record_path(name), record)
+            handle = _handle(record)
+            handle.models = ready
+            return Launched(handle)
+        now = time.monotonic()
+        if now - t0 > timeout:
+            tail = _tail(log_path, LOG_TAIL_LINES)
+            _terminate(record, timeout=5.0)
+            _remove_record(record)
+            return TimedOut(proc.pid, tail, str(log_path))
+        if now >= next_tick:
+            progress(f"Starting {name} on {gpu_plan.label} ... {int(now - t0)}s")
+            next_tick = now + 1.0
+        time.sleep(0.1)
+
+
+def start(
+    name: str | None,
+    base_path: str | os.PathLike | None = None,
+    *,
+    config: str | os.PathLike | None = None,
+    port: int = 8501,
+    host: str = "127.0.0.1",
+    grpc_port: int | None = None,
+    gpu: str | int | None = "auto",
+    poll: float | None = None,
+    restart: bool = False,
+    detach: bool = False,
+    backend: str = "auto",
+    timeout: float = 120.0,
+    extra_args: Sequence[str] = (),
+    progress: Callable[[str], None] | None = None,
+    port_retries: int = DEFAULT_PORT_RETRIES,
+) -> ServerHandle:
+    """Start a server for ``name`` at ``base_path`` (or ``config``), or reuse an identical one.
+
+    Returns once every model has an AVAILABLE version. ``port`` is the first REST port tried
+    (the next ``port_retries`` ports are tried when it is taken; 0 lets the system choose).
+    Raises ``StartError`` with the reason and the tail of the server's log.
+    """
+    result = start_result(
+        name, base_path, config=config, port=port, host=host, grpc_port=grpc_port, gpu=gpu,
+        poll=poll, restart=restart, detach=detach, backend=backend, timeout=timeout,
+        extra_args=extra_args, progress=progress, port_retries=port_retries,
+    )
+    if isinstance(result, (Launched, Reused)):
+        return result.handle
+    if isinstance(result, TimedOut):
+        raise StartError(
+            f"the server (pid {result.pid}) did not make its model AVAILABLE within {timeout:g}s "
+            "and was stopped; a larger --timeout may help on a slow machine",
+            result.log_tail,
+            log_path=result.log_path,
+        )
+    raise StartError(result.reason, result.log_tail, log_path=result.log_path)
+
+
+def start_result(
+    name: str | None,
+    base_path: str | os.PathLike | None = None,
+    **options,
+) -> Launched | Reused | Failed | TimedOut:
+    """``start`` as a typed result (Launched, Reused, Failed, TimedOut) instead of raising.
+
+    Invalid arguments still raise ``StartError``.
+    """
+    progress = options.pop("progress", None) or (lambda text: None)
+    port = int(options.get("port", 8501))
+    port_retries = int(options.get("port_retries", DEFAULT_PORT_RETRIES))
+    host = options.get("host") or "127.0.0.1"
+    grpc_port = options.get("grpc_port")
+    poll = options.get("poll")
+    restart = bool(options.get("restart", False))
+    detach = bool(options.get("detach", False))
+    timeout = float(options.get("timeout", 120.0))
+    extra_args = [str(a) for a in options.get("extra_args", ())]
+    if not 0 <= port <= 65535 or (grpc_port is not None and not 0 < grpc_port <= 65535):
+        raise StartError("ports must be between 1 and 65535 (0: any free REST port)")
+    if timeout <= 0:
+        raise StartError("the start timeout must be positive")
+    try:
+        gpu_plan = gpu_policy.plan(options.get("gpu", "auto"))
+    except ValueError as exc:
+        raise StartError(str(exc)) from None
+    key_options = {
+        "port": port, "port_retries": port_retries, "host": host, "grpc_port": grpc_port,
+        "gpu": options.get("gpu", "auto"), "gpu_env": gpu_plan.env, "poll": poll,
+        "detach": detach, "extra_args": extra_args,
+    }
+    spec = _resolve(
+        name, None if base_path is None else os.fspath(base_path),
+        None if options.get("config") is None else os.fspath(options["config"]),
+        options.get("backend", "auto") or "auto", key_options,
+    )
+    if spec.backend != "python" and host not in ("127.0.0.1", "0.0.0.0", "localhost"):
+        raise StartError(f"{MODEL_SERVER_BINARY} binds every interface; --host {host} needs "
+                         "--backend python")
+    with _lock, _NameLock(spec.name):
+        existing = next((r for r in _live_records() if r["name"] == spec.name), None)
+        if existing is not None:
+            same = existing.get("key") == json.loads(json.dumps(spec.key))
+            handle = _handle(existing, refresh=True)
+            if same and not restart and handle.healthy and all(handle.models.values()):
+                handle.reused = True
+                return Reused(handle)
+            if not same and not restart:
+                source = existing.get("config") or existing.get("base_path")
+                raise StartError(
+                    f"a server named {spec.name!r} is already running (pid {existing['pid']}, "
+                    f"{source}) with a different base path or options; pass --restart "
+                    f"(restart=True) to replace it, or stop it with %tfserve stop {spec.name}"
+                )
+            why = "restarting" if restart else "not answering; restarting"
+            progress(f"{spec.name} (pid {existing['pid']}) {why} ...")
+            _terminate(existing, timeout=10.0)
+            _remove_record(existing)
+        for warning in gpu_plan.warnings:
+            warnings.warn(warning, GpuMemoryWarning, stacklevel=3)
+        result = _launch(
+            spec, port=port, port_retries=port_retries, host=host, grpc_port=grpc_port,
+            gpu_plan=gpu_plan, poll=poll, detach=detach, timeout=timeout, extra_args=extra_args,
+            progress=progress,
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------- supervisor
+def _supervise(parent_pid: int, argv: list[str]) -> int:
+    """Run ``argv`` (a server that cannot watch its parent) and stop it when ``parent_pid`` dies.
+
+    Used for ``tensorflow_model_server``; SIGTERM/SIGINT are forwarded to the server.
+    """
+    child = subprocess.Popen(argv)
+
+    def forward(signum, _frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        try:
+            return child.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        if not _pid_alive(parent_pid):
+            child.terminate()
+            try:
+                return child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return child.wait()
+
+
+if __name__ == "__main__":
+    # python -m tfserve_magic.manager supervise PARENT_PID -- ARGV...
+    if len(sys.argv) >= 4 and sys.argv[1] == "supervise" and sys.argv[3] == "--":
+        raise SystemExit(_supervise(int(sys.argv[2]), sys.argv[4:]))
+    print("usage: python -m tfserve_magic.manager supervise PARENT_PID -- COMMAND...", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,282 @@
+"""``%%predict`` and ``%predict``: parse the line, build the request, show the result.
+
+The cell body is a Python expression evaluated in the notebook's namespace (an array, a list, a
+dict of named inputs), or, when it starts with ``{`` and is valid JSON, a TF Serving request body
+sent byte for byte. Every failure is a ``UsageError`` with the helpful message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from IPython.core.error import UsageError
+
+from tfserve_magic.predict_view import SNIPPET_KINDS
+
+__all__ = ["run_predict_magic", "split_line", "build_parser"]
+
+VALUE_FLAGS = ("--signature", "--version", "--label", "--labels", "--top", "-o", "--show")
+BOOL_FLAGS = ("--columnar", "-h", "--help")
+_BODY_KEYS = {"instances", "inputs", "signature_name"}
+
+
+def build_parser():
+    from tfserve_magic.magics import MagicArgumentParser
+
+    p = MagicArgumentParser(
+        prog="%%predict",
+        description="Send a predict request; the cell (or EXPR) is a Python expression or a "
+        "literal TF Serving JSON body starting with '{'.",
+    )
+    p.add_argument("name", help="model or server name (see %%tfserve list), or a URL")
+    p.add_argument("--signature", metavar="S", help="signature name (default serving_default)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, metavar="N", help="model version")
+    which.add_argument("--label", metavar="L", help="version label (from the model config)")
+    p.add_argument("--columnar", action="store_true", help="send 'inputs' instead of 'instances'")
+    p.add_argument("--labels", metavar="EXPR", help="true labels to compare with")
+    p.add_argument("--top", type=int, metavar="K", help="classes shown per instance")
+    p.add_argument("-o", dest="output", metavar="VAR", help="store the result in VAR")
+    p.add_argument("--show", choices=SNIPPET_KINDS, help="print the equivalent request")
+    return p
+
+
+def _word_spans(line: str) -> list[tuple[int, int]]:
+    """Whitespace-separated words; quotes and brackets keep ``f(a, b)`` one word."""
+    spans, i, n = [], 0, len(line)
+    while i < n:
+        if line[i].isspace():
+            i += 1
+            continue
+        start, depth, quote = i, 0, None
+        while i < n:
+            char = line[i]
+            if quote:
+                if char == "\\":
+                    i += 1
+                elif char == quote:
+                    quote = None
+            elif char in "'\"":
+                quote = char
+            elif char in "([{":
+                depth += 1
+            elif char in ")]}":
+                depth = max(0, depth - 1)
+            elif char.isspace() and depth == 0:
+                break
+            i += 1
+        spans.append((start, min(i, n)))
+    return spans
+
+
+def _unquote(word: str) -> str:
+    try:
+        parts = shlex.split(word)
+    except ValueError:
+        return word
+    return parts[0] if len(parts) == 1 else word
+
+
+def split_line(line: str) -> tuple[list[str], str]:
+    """The line as (argv for argparse, Python expression as typed).
+
+    Known flags and their values, and the first other word (NAME), go to argparse; everything
+    else is the expression of ``%predict NAME EXPR``, kept exactly as typed.
+    """
+    spans = _word_spans(line)
+    argv: list[str] = []
+    expression: list[tuple[int, int]] = []
+    option_spans: list[tuple[int, int]] = []
+    name_seen = False
+    k = 0
+    while k < len(spans):
+        start, end = spans[k]
+        word = line[start:end]
+        flag, has_value, _ = word.partition("=")
+        if flag in VALUE_FLAGS and flag.startswith("-"):
+            if has_value:
+                argv.append(f"{flag}={_unquote(word[len(flag) + 1 :])}")
+            else:
+                argv.append(word)
+                if k + 1 < len(spans):
+                    k += 1
+                    end = spans[k][1]
+                    argv.append(_unquote(line[spans[k][0] : end]))
+            option_spans.append((start, end))
+        elif word in BOOL_FLAGS or (word.startswith("--") and not expression):
+            argv.append(word)  # unknown --flags reach argparse, which names them
+            option_spans.append((start, end))
+        elif not name_seen and not word.startswith("-"):
+            argv.insert(0, _unquote(word))
+            name_seen = True
+        else:
+            expression.append((start, end))
+        k += 1
+    if not expression:
+        return argv, ""
+    first, last = expression[0][0], expression[-1][1]
+    if any(first < s < last for s, _ in option_spans):
+        raise UsageError("%predict: put the options before or after the expression, not inside it")
+    return argv, line[first:last]
+
+
+def _parse_json(text: str):
+    """json.loads that also takes TF Serving's NaN/Infinity tokens; None if not JSON."""
+    try:
+        return json.loads(text), None
+    except ValueError as exc:
+        return None, exc
+
+
+def run_predict_magic(magics, line: str, cell: str | None):
+    """Entry point of ``%%predict``/``%predict`` (called by ``TFServeMagics.predict``)."""
+    from tfserve_magic.magics import _HelpShown
+
+    argv, expression = split_line(line or "")
+    try:
+        args = build_parser().parse_args(argv)
+    except _HelpShown:
+        return None
+    if cell is not None and expression:
+        raise UsageError(
+            f"%%predict: the cell body is the request; the line takes NAME and options only "
+            f"(unexpected {expression!r})"
+        )
+    source = cell if cell is not None else expression
+    if not source or not source.strip():
+        raise UsageError(
+            "%predict NAME EXPR needs an expression, or use %%predict NAME with the request "
+            "(a Python expression or a JSON body) in the cell"
+        )
+    if args.top is not None and args.top < 1:
+        raise UsageError("--top K needs K >= 1")
+    if args.output is not None and not args.output.isidentifier():
+        raise UsageError(f"-o needs a variable name, got {args.output!r}")
+
+    labels = magics._value(args.labels, "labels") if args.labels else None
+    client = _client(magics, args.name)
+    send, snippet_body = _request(magics, args, source)
+    try:
+        try:
+            prediction = send(client)
+        except (ValueError, TypeError) as exc:  # the body cannot be sent as it is
+            raise UsageError(f"%predict: {exc}") from None
+        finally:
+            if args.show:
+                _print_snippet(client, args, snippet_body)
+    except _ServingFailure as failure:
+        raise UsageError(str(failure)) from None
+
+    from tfserve_magic.predict_view import PredictionResult
+
+    try:
+        result = PredictionResult(
+            prediction,
+            labels=labels,
+            top_k=args.top if args.top is not None else magics.top_k,
+            max_rows=magics.max_rows,
+            name=client.model_name,
+        )
+    except ValueError as exc:
+        raise UsageError(f"--labels {args.labels}: {exc}") from None
+    if args.output:
+        magics.shell.user_ns[args.output] = result
+    return result
+
+
+class _ServingFailure(Exception):
+    """A ServingError on its way to a UsageError (after the snippet was printed)."""
+
+
+def _client(magics, name: str):
+    """A Client for NAME, reused while it resolves to the same URL (keep-alive)."""
+    from tfserve_magic.client import Client
+
+    try:
+        fresh = Client(name, timeout=magics.request_timeout, chunk_size=magics.chunk_size)
+    except (LookupError, ValueError, TypeError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    cache = magics.__dict__.setdefault("_predict_clients", {})
+    key = (fresh.url, fresh.default_version, fresh.default_label, fresh.timeout, fresh.chunk_size)
+    if key in cache:
+        fresh.close()
+        return cache[key]
+    cache[key] = fresh
+    return fresh
+
+
+def _request(magics, args, source: str):
+    """(function client -> Prediction, the body to show) for the cell or expression."""
+    from tfserve_magic.client import Client, ServingError
+
+    def guard(call):
+        def run(client):
+            try:
+                return call(client)
+            except ServingError as exc:
+                raise _ServingFailure(str(exc)) from None
+
+        return run
+
+    stripped = source.strip()
+    json_error = None
+    if stripped.startswith("{"):
+        parsed, json_error = _parse_json(stripped)
+        if json_error is None:
+            if args.signature or args.columnar:
+                raise UsageError(
+                    "a JSON body is sent as typed: put \"signature_name\" (and 'inputs' for the "
+                    "columnar format) in it instead of --signature/--columnar"
+                )
+            data = source.encode("utf-8")
+            return (
+                guard(lambda c: c.predict_json(data, version=args.version, label=args.label)),
+                data,
+            )
+    try:
+        value = magics.shell.ev(stripped)
+    except Exception as exc:  # the user's expression: report, never traceback
+        if json_error is not None:
+            raise UsageError(
+                f"the request starts with '{{' but is neither JSON ({json_error}) nor a Python "
+                f"expression ({type(exc).__name__}: {exc})"
+            ) from None
+        raise UsageError(f"cannot evaluate the request {stripped[:80]!r}: "
+                         f"{type(exc).__name__}: {exc}") from None
+
+    signature = args.signature
+    if isinstance(value, dict) and value and set(value) <= _BODY_KEYS and set(value) - {
+        "signature_name"
+    }:
+        # a request body written as a Python dict: {"instances": x_test[:3]}
+        if "instances" in value and "inputs" in value:
+            raise UsageError("the request has both 'instances' and 'inputs': keep one")
+        body_signature = value.get("signature_name")
+        if signature and body_signature and signature != body_signature:
+            raise UsageError(f"--signature {signature} but the body says {body_signature!r}")
+        signature = signature or body_signature
+        columnar = "inputs" in value
+        data = value["inputs"] if columnar else value["instances"]
+    else:
+        columnar, data = args.columnar, value
+    kwargs = {"inputs": data} if columnar else {"instances": data}
+    try:
+        body = Client.build_predict_body(**kwargs, signature_name=signature)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"%predict: {exc}") from None
+    return (
+        guard(
+            lambda c: c.predict(
+                **kwargs, signature_name=signature, version=args.version, label=args.label
+            )
+        ),
+        body,
+    )
+
+
+def _print_snippet(client, args, body) -> None:
+    from tfserve_magic.predict_view import request_snippet
+
+    url = client.model_url(args.version, args.label) + ":predict"
+    print(request_snippet(args.show, url, body).code)

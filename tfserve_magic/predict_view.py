@@ -1,0 +1,394 @@
+"""How ``%%predict`` shows a prediction, and the equivalent request as curl/Python/Node code.
+
+``PredictionResult`` puts each instance's predicted class (probability, top-K) beside its true
+label, with accuracy and latency; ``request_snippet`` writes a runnable request for the exact
+body that was sent. No IPython import: reprs are plain ``__repr__``/``_repr_html_``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import html
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tfserve_magic._text import html_table, text_table
+from tfserve_magic.client import Prediction, decode_json, encode_json
+
+__all__ = ["PredictionResult", "RequestSnippet", "request_snippet", "SNIPPET_KINDS"]
+
+SNIPPET_KINDS = ("curl", "python", "node")
+_MISMATCH_STYLE = "background-color:#fdd"
+_CLASSIFIER_NAME = re.compile(r"prob|score|softmax|logit|class", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------- result view
+class PredictionResult:
+    """A predict call shown per instance, beside the true labels when given.
+
+    - ``predictions``: the outputs (numpy array, or dict of arrays); ``prediction`` the
+      ``Prediction`` itself
+    - ``predicted_classes``, ``probabilities`` (of the predicted class), ``top_classes``,
+      ``top_scores``: for classifier-shaped outputs, else None
+    - ``labels``, ``correct`` (bool per instance), ``accuracy`` (0..1), ``mismatches`` (indices)
+    - ``latency_s``, ``n_requests``, ``request_body`` (dict or the exact bytes sent), ``url``
+    """
+
+    def __init__(
+        self,
+        prediction: Prediction,
+        *,
+        labels=None,
+        top_k: int = 3,
+        max_rows: int = 20,
+        name: str | None = None,
+    ):
+        self.prediction = prediction
+        self.predictions = prediction.outputs
+        self.latency_s = prediction.latency_s
+        self.n_requests = prediction.n_requests
+        self.request_body = prediction.request_body
+        self.url = prediction.url
+        self.name = name or (prediction.url or "").rsplit("/", 1)[-1] or "model"
+        self.top_k = max(0, int(top_k))
+        self.max_rows = max(1, int(max_rows))
+        self.n = _batch_size(self.predictions)
+        self.labels = _normalise_labels(labels, self.n) if labels is not None else None
+
+        self.score_name, scores = _classifier_scores(self.predictions, self.labels)
+        self.kind = None  # "probabilities" | "scores" | "classes" | None (plain values)
+        self.predicted_classes = self.probabilities = self.top_classes = self.top_scores = None
+        if scores is not None and scores.ndim == 2:
+            self.kind = "probabilities" if _are_probabilities(scores) else "scores"
+            order = np.argsort(-scores, axis=1, kind="stable")[:, : max(1, self.top_k)]
+            self.top_classes = order
+            self.top_scores = np.take_along_axis(scores, order, axis=1)
+            self.predicted_classes = order[:, 0]
+            self.probabilities = self.top_scores[:, 0]
+        elif scores is not None:  # 1-D integer class ids
+            self.kind = "classes"
+            self.predicted_classes = scores
+
+        self.correct = self.accuracy = None
+        self.mismatches: list[int] = []
+        if self.labels is not None and self.predicted_classes is not None:
+            self.correct = np.asarray(self.predicted_classes == self.labels, dtype=bool)
+            self.accuracy = float(self.correct.mean()) if self.n else None
+            self.mismatches = [int(i) for i in np.flatnonzero(~self.correct)]
+
+    # -- summary
+    def summary(self) -> str:
+        requests_text = "1 request" if self.n_requests == 1 else f"{self.n_requests} requests"
+        parts = [
+            f"{self.name}: {self.n} instance{'s' if self.n != 1 else ''}",
+            f"{requests_text}, {self.latency_s * 1000:.1f} ms",
+        ]
+        if self.accuracy is not None:
+            right = self.n - len(self.mismatches)
+            parts.append(f"accuracy {self.accuracy:.1%} ({right}/{self.n})")
+        return " | ".join(parts)
+
+    def _rows(self):
+        """Headers, rows and per-row mismatch flags for the shown instances."""
+        shown = range(min(self.n, self.max_rows))
+        if self.predicted_classes is None:
+            outputs = self.predictions if isinstance(self.predictions, dict) else None
+            if outputs is None:
+                headers = ["#", "prediction"]
+                rows = [[i, _abridge(_item(self.predictions, i))] for i in shown]
+            else:
+                headers = ["#", *outputs]
+                rows = [[i, *(_abridge(_item(v, i)) for v in outputs.values())] for i in shown]
+            if self.labels is not None:
+                headers.append("true")
+                for i, row in zip(shown, rows):
+                    row.append(_abridge(self.labels[i]))
+            return headers, rows, [False] * len(rows)
+        headers = ["#", "predicted"]
+        if self.kind in ("probabilities", "scores"):
+            headers.append("probability" if self.kind == "probabilities" else "score")
+            if self.top_k > 1:
+                headers.append(f"top-{self.top_k}")
+        if self.labels is not None:
+            headers += ["true", ""]
+        rows, flags = [], []
+        for i in shown:
+            row = [i, _label_text(self.predicted_classes[i])]
+            if self.kind in ("probabilities", "scores"):
+                row.append(f"{self.probabilities[i]:.3f}")
+                if self.top_k > 1:
+                    row.append(
+                        ", ".join(
+                            f"{_label_text(c)} ({s:.3f})"
+                            for c, s in zip(self.top_classes[i], self.top_scores[i])
+                        )
+                    )
+            wrong = False
+            if self.labels is not None:
+                wrong = not bool(self.correct[i])
+                row += [_label_text(self.labels[i]), "MISMATCH" if wrong else "ok"]
+            rows.append(row)
+            flags.append(wrong)
+        return headers, rows, flags
+
+    def _footer(self) -> list[str]:
+        lines = []
+        if self.n > self.max_rows:
+            lines.append(f"... {self.n - self.max_rows} more instances not shown (max_rows)")
+        hidden = [i for i in self.mismatches if i >= self.max_rows]
+        if hidden:
+            listed = ", ".join(str(i) for i in hidden[:20])
+            more = f" and {len(hidden) - 20} more" if len(hidden) > 20 else ""
+            lines.append(f"mismatches further down: {listed}{more}")
+        if self.labels is not None and self.predicted_classes is None:
+            lines.append("no classifier-shaped output: labels shown, no accuracy")
+        return lines
+
+    def __repr__(self) -> str:
+        headers, rows, _ = self._rows()
+        return "\n".join([self.summary(), text_table(headers, rows), *self._footer()])
+
+    def _repr_html_(self) -> str:
+        headers, rows, flags = self._rows()
+        styles = [_MISMATCH_STYLE if wrong else None for wrong in flags]
+        table = html_table(headers, rows, row_styles=styles, caption=self.summary())
+        footer = "".join(f"<div>{html.escape(line)}</div>" for line in self._footer())
+        return f"<div class='tfserve-predict'>{table}{footer}</div>"
+
+
+def _batch_size(outputs) -> int:
+    if isinstance(outputs, dict):
+        first = next(iter(outputs.values()), np.zeros(0))
+        return int(np.shape(first)[0]) if np.ndim(first) else 1
+    return int(np.shape(outputs)[0]) if np.ndim(outputs) else 1
+
+
+def _item(value, i: int):
+    """Instance i of an output; a scalar (rank-0 columnar output) is its own only instance."""
+    return value if np.ndim(value) == 0 else value[i]
+
+
+def _normalise_labels(labels, n: int) -> np.ndarray:
+    """Class ids (or one-hot rows, reduced by argmax) with one entry per instance."""
+    array = np.asarray(labels)
+    if array.ndim == 2 and array.shape[1] > 1:
+        array = array.argmax(axis=1)
+    elif array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    elif array.ndim == 0:
+        array = array.reshape(1)
+    if array.ndim != 1:
+        raise ValueError(f"labels must be one class per instance, got shape {array.shape}")
+    if len(array) != n:
+        raise ValueError(f"{len(array)} labels for {n} predictions: pass one label per instance")
+    return array
+
+
+def _classifier_scores(outputs, labels):
+    """(output name, [N,C] scores or [N] class ids) when an output looks like a classifier."""
+    if isinstance(outputs, dict):
+        # of several outputs, only one named like a classifier's, or holding probabilities
+        candidates = []
+        for name, value in outputs.items():
+            scores = _scores_of(np.asarray(value), labels)
+            if scores is None:
+                continue
+            named = bool(_CLASSIFIER_NAME.search(name))
+            probable = scores.ndim == 2 and _are_probabilities(scores)
+            if named or probable:
+                candidates.append((not probable, not named, scores.ndim != 2, name, scores))
+        if not candidates:
+            return None, None
+        best = min(candidates, key=lambda c: c[:4])
+        return best[3], best[4]
+    return None, _scores_of(np.asarray(outputs), labels)
+
+
+def _scores_of(array: np.ndarray, labels):
+    if array.dtype.kind == "f" and array.ndim == 2 and array.shape[1] >= 2:
+        return array
+    if array.dtype.kind == "f" and array.ndim == 2 and array.shape[1] == 1 and len(array):
+        # one sigmoid unit is a binary classifier only when the labels say so
+        binary_labels = labels is not None and np.isin(labels, (0, 1)).all()
+        if binary_labels and array.min() >= 0.0 and array.max() <= 1.0:
+            return np.concatenate([1.0 - array, array], axis=1)
+    if array.dtype.kind in "iu" and array.ndim == 1:
+        return array
+    return None
+
+
+def _are_probabilities(scores: np.ndarray) -> bool:
+    if not len(scores) or not np.isfinite(scores).all():
+        return False
+    in_range = scores.min() >= -1e-6 and scores.max() <= 1.0 + 1e-6
+    return bool(in_range and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
+
+
+def _label_text(value) -> str:
+    if isinstance(value, (bytes, np.bytes_)):
+        return value.decode("utf-8", errors="replace")
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _abridge(value, width: int = 60) -> str:
+    if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
+        text = _label_text(np.asarray(value).item())
+    elif isinstance(value, (np.ndarray, np.generic, list)):
+        text = np.array2string(np.asarray(value), threshold=8, edgeitems=3, precision=4)
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------- snippets
+class RequestSnippet:
+    """A runnable request (``code``) for one body; ``body_path`` when the body is in a file."""
+
+    def __init__(self, kind: str, code: str, body_path: Path | None, body_bytes: int):
+        self.kind = kind
+        self.code = code
+        self.body_path = body_path
+        self.body_bytes = body_bytes
+
+    def __str__(self) -> str:
+        return self.code
+
+    def __repr__(self) -> str:
+        return self.code
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.code)}</pre>"
+
+
+def request_snippet(
+    kind: str,
+    url: str,
+    body,
+    *,
+    max_inline: int = 2000,
+    body_dir: str | os.PathLike | None = None,
+) -> RequestSnippet:
+    """curl, Python ``requests`` or Node.js code that sends ``body`` to ``url``.
+
+    ``body`` is the exact bytes/str that were sent, or a dict (encoded as the client encodes
+    it). A body longer than ``max_inline`` characters is written in full to a file that the
+    code reads, and only an abridged preview, marked as such, is shown inline.
+    """
+    if kind not in SNIPPET_KINDS:
+        raise ValueError(f"unknown snippet kind {kind!r}: use one of {', '.join(SNIPPET_KINDS)}")
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    if not isinstance(data, (bytes, bytearray)):
+        data = encode_json(data)
+    data = bytes(data)
+    text = data.decode("utf-8", errors="replace")
+    path = None
+    preview = None
+    if len(text) > max_inline:
+        path = _save_body(data, url, body_dir)
+        preview = _preview(data, max_inline // 4)
+    maker = {"curl": _curl, "python": _python, "node": _node}[kind]
+    return RequestSnippet(kind, maker(url, text, path, preview, len(data)), path, len(data))
+
+
+def _save_body(data: bytes, url: str, body_dir) -> Path:
+    if body_dir is None:
+        try:
+            user = getpass.getuser()
+        except Exception:  # no user name in some containers
+            user = str(os.getuid()) if hasattr(os, "getuid") else "user"
+        folder = Path(tempfile.gettempdir()) / f"tfserve_magic-{user}" / "requests"
+    else:
+        folder = Path(body_dir)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    model = re.sub(r"[^\w.-]", "_", url.rsplit("/models/", 1)[-1].split(":")[0].split("/")[0])
+    path = folder / f"{model or 'request'}-{hashlib.sha256(data).hexdigest()[:12]}.json"
+    if not path.exists() or path.stat().st_size != len(data):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def _preview(data: bytes, budget: int) -> str:
+    """The body with long lists cut to their first items, as one line of at most ~budget."""
+    try:
+        parsed = decode_json(data)
+    except ValueError:
+        flat = " ".join(data.decode("utf-8", errors="replace").split())
+        return flat[:budget] + " ..."
+
+    def cut(value, depth=0):
+        if isinstance(value, list):
+            head = [cut(v, depth + 1) for v in value[:2]]
+            return head + ([f"... {len(value) - 2} more"] if len(value) > 2 else [])
+        if isinstance(value, dict):
+            return {k: cut(v, depth + 1) for k, v in value.items()}
+        return value
+
+    flat = json.dumps(cut(parsed), allow_nan=True)
+    flat = re.sub(r'"\.\.\. (\d+) more"', r"... (\1 more)", flat)
+    return flat if len(flat) <= budget else flat[:budget] + " ..."
+
+
+def _comment_lines(prefix: str, preview: str | None, size: int, path: Path | None) -> str:
+    if path is None:
+        return ""
+    return (
+        f"{prefix} The full body ({size:,} bytes) is in {path}; abridged, it reads:\n"
+        f"{prefix}   {preview}\n"
+    )
+
+
+def _shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _curl(url: str, text: str, path, preview, size) -> str:
+    data = f"@{path}" if path is not None else text
+    return (
+        _comment_lines("#", preview, size, path)
+        + f"curl -sS -X POST {_shell_quote(url)} \\\n"
+        + "  -H 'Content-Type: application/json' \\\n"
+        + f"  --data-binary {_shell_quote(data)}"
+    )
+
+
+def _python(url: str, text: str, path, preview, size) -> str:
+    if path is not None:
+        body_line = f"body = open({str(path)!r}, 'rb').read()"
+    else:
+        body_line = f"body = {text!r}"
+    return (
+        _comment_lines("#", preview, size, path)
+        + "import requests\n\n"
+        + f"{body_line}\n"
+        + "response = requests.post(\n"
+        + f"    {url!r},\n"
+        + "    data=body,\n"
+        + "    headers={'Content-Type': 'application/json'},\n"
+        + ")\n"
+        + "print(response.status_code, response.json())"
+    )
+
+
+def _node(url: str, text: str, path, preview, size) -> str:
+    if path is not None:
+        body_line = f"const body = require('fs').readFileSync({json.dumps(str(path))});"
+    else:
+        body_line = f"const body = {json.dumps(text)};"
+    return (
+        _comment_lines("//", preview, size, path)
+        + f"{body_line}\n"
+        + f"fetch({json.dumps(url)}, {{\n"
+        + "  method: 'POST',\n"
+        + "  headers: { 'Content-Type': 'application/json' },\n"
+        + "  body,\n"
+        + "}).then(async (response) => console.log(response.status, await response.text()));"
+    )

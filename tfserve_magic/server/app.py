@@ -1,0 +1,350 @@
+"""The ASGI app: TF Serving's REST routing, order of checks, errors, CORS, gzip and metrics.
+
+A raw ASGI callable (no framework): every request costs one regex match and a dict lookup
+before the codec runs. Model calls whose measured cost is small run inline on the event loop
+(decoding holds the GIL anyway, so a pool adds no parallelism); longer ones go to a thread pool
+so status and metadata requests are not stuck behind them (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import zlib
+from urllib.parse import unquote
+
+import numpy as np
+import orjson
+
+from tfserve_magic.server import codec
+from tfserve_magic.server.status import CODE_FOR_HTTP, ServingError, invalid
+
+log = logging.getLogger("tfserve_magic.server")
+
+_V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_POST = re.compile(
+    r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_GET = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+_INT64_MAX = 2**63 - 1
+
+# libevent's built-in error page for paths outside /v1/.
+_HTML_404 = (
+    b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+    b"</BODY></HTML>\n"
+)
+_JSON = b"application/json"
+_CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, GET"),
+    (b"access-control-allow-headers", b"Content-Type"),
+]
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived; nothing is sent."""
+
+
+class ServingApp:
+    """One instance per server process; ``__call__`` is the ASGI entry point."""
+
+    def __init__(
+        self,
+        manager,
+        *,
+        metrics=None,
+        monitoring_path: str | None = None,
+        cors: bool = False,
+        batcher=None,
+        timeout_s: float = 30.0,
+        max_body_bytes: int = 1 << 30,
+        executor=None,
+        inline_budget_s: float = 0.005,
+    ):
+        self.manager = manager
+        self.metrics = metrics
+        self.monitoring_path = monitoring_path
+        self.cors = cors
+        self.batcher = batcher
+        self.timeout_s = timeout_s if timeout_s > 0 else None
+        self.max_body_bytes = max_body_bytes
+        self.executor = executor
+        self.inline_budget_s = inline_budget_s
+
+    # ---- ASGI ----
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        uri = raw_path.decode("latin-1")
+        if scope.get("query_string"):
+            uri += "?" + scope["query_string"].decode("latin-1")
+        method = scope["method"]
+        if self.monitoring_path is not None and scope["path"] == self.monitoring_path:
+            body = self.metrics.render().encode("utf-8") if self.metrics else b""
+            await _respond(send, 200, body, b"text/plain; version=0.0.4")
+            return
+        if not _V1.fullmatch(uri):
+            await _respond(send, 404, _HTML_404, b"text/html")
+            return
+        headers = dict(scope["headers"])
+        extra = _CORS_HEADERS if self.cors else []
+        if method == "OPTIONS":
+            origin = headers.get(b"origin", b"")
+            ok = b"http://" in origin or b"https://" in origin
+            await _respond(send, 200 if ok else 400, b"", None, extra)
+            return
+        model_name, api = "", ""
+        try:
+            if method == "POST":
+                match = _POST.fullmatch(uri)
+                if match is None or match.group(4) not in ("predict", "classify", "regress"):
+                    raise invalid(f"Malformed request: {method} {uri}")
+                model_name, api = unquote(match.group(1)), match.group(4)
+                body = await self._read_body(receive, headers)
+                version = _version(match.group(2))
+                label = unquote(match.group(3)) if match.group(3) is not None else None
+                if api == "predict":
+                    payload = await self._predict(model_name, version, label, body)
+                else:
+                    payload = await self._classify_regress(api, model_name, version, label, body)
+            elif method == "GET":
+                # TF Serving matches the query string into the model name; we call it malformed.
+                match = None if scope.get("query_string") else _GET.fullmatch(uri)
+                if match is None:
+                    raise invalid(f"Malformed request: {method} {uri}")
+                if match.group(1) is None:
+                    raise invalid("Missing model name in request.")
+                model_name = unquote(match.group(1))
+                version = _version(match.group(2))
+                if match.group(4) == "metadata":
+                    label = unquote(match.group(3)) if match.group(3) is not None else None
+                    servable = self.manager.resolve(model_name, version, label)
+                    payload = orjson.dumps(servable.metadata_json(), option=orjson.OPT_INDENT_2)
+                else:  # TF Serving ignores a label here and lists every version
+                    payload = orjson.dumps(
+                        {"model_version_status": self.manager.status(model_name, version)},
+                        option=orjson.OPT_INDENT_2,
+                    )
+            else:
+                raise invalid(f"Malformed request: {method} {uri}")
+        except _Disconnected:
+            return
+        except ServingError as exc:
+            self._record(model_name, exc.code, api, started)
+            await _respond(send, exc.http_status, codec.encode_error(exc.message), _JSON, extra)
+            return
+        except codec.CodecError as exc:
+            status = getattr(exc, "status", 400)
+            self._record(model_name, CODE_FOR_HTTP.get(status, "UNKNOWN"), api, started)
+            await _respond(send, status, codec.encode_error(str(exc)), _JSON, extra)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the server down
+            log.exception("Internal error while handling %s %s", method, uri)
+            self._record(model_name, "INTERNAL", api, started)
+            message = f"Internal server error ({type(exc).__name__}): {exc}"
+            await _respond(send, 500, codec.encode_error(message), _JSON, extra)
+            return
+        self._record(model_name, "OK", api, started)
+        await _respond(send, 200, payload, _JSON, extra)
+
+    def _record(self, model_name: str, code: str, api: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.record_request(model_name, code, api, time.perf_counter() - started)
+
+    async def _read_body(self, receive, headers: dict) -> bytes:
+        limit = self.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected()
+            chunk = message.get("body", b"")
+            if chunk:
+                total += len(chunk)
+                if total > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if headers.get(b"content-encoding", b"").strip().lower() == b"gzip":
+            body = _gunzip(body, limit)
+        return body
+
+    # ---- verbs ----
+
+    async def _predict(self, name, version, label, body: bytes) -> bytes:
+        request = codec.parse_predict(body)  # steps 1-2
+        servable = self.manager.resolve(name, version, label)  # step 3
+        signature = servable.signature(request.signature_name)
+        tensors, row = codec.decode_predict(request, signature.specs)  # steps 4-5
+        outputs = await self._run(servable, signature, tensors, batchable=True)  # step 6
+        return codec.encode_predict(outputs, row)  # step 7
+
+    async def _classify_regress(self, api, name, version, label, body: bytes) -> bytes:
+        request = codec.parse_examples(body, api)
+        servable = self.manager.resolve(name, version, label)
+        signature = servable.signature(request.signature_name)
+        what = "classification" if api == "classify" else "regression"
+        if len(signature.specs) != 1:
+            raise invalid("Expected one input Tensor.")
+        if "inputs" not in signature.specs:
+            raise invalid(f"No {what} inputs found in SignatureDef: {signature.name}")
+        if signature.specs["inputs"][1] != "string":
+            raise invalid(f"Expected {what} input Tensor of DT_STRING in SignatureDef")
+        serialized = np.empty(len(request.serialized), dtype=object)
+        serialized[:] = list(request.serialized)
+        outputs = await self._run(servable, signature, {"inputs": serialized}, batchable=False)
+        count = len(serialized)
+        if self.metrics is not None:
+            self.metrics.example_counts.observe(count, name)
+            self.metrics.example_count_total.inc(name, by=count)
+        if api == "classify":
+            return codec.encode_classify(*_classification_outputs(outputs, count))
+        return codec.encode_regress(_regression_outputs(outputs, count))
+
+    async def _run(self, servable, signature, tensors, *, batchable: bool) -> dict:
+        """Run the model: batched, inline when cheap, otherwise in the pool with a deadline."""
+        if self.batcher is not None and batchable:
+            key = (servable.model_name, servable.version, signature.name)
+            future = self.batcher.submit(key, signature, tensors)
+            return await self._deadline(asyncio.wrap_future(future))
+        elements = sum(int(np.size(v)) for v in tensors.values()) or 1
+        per_element = signature.seconds_per_element
+        if per_element is not None and per_element * elements <= self.inline_budget_s:
+            started = time.perf_counter()
+            outputs = signature.run(tensors)
+            _learn(signature, elements, time.perf_counter() - started)
+            return outputs
+
+        def timed():
+            started = time.perf_counter()
+            result = signature.run(tensors)
+            _learn(signature, elements, time.perf_counter() - started)
+            return result
+
+        loop = asyncio.get_running_loop()
+        return await self._deadline(loop.run_in_executor(self.executor, timed))
+
+    async def _deadline(self, awaitable):
+        if self.timeout_s is None:
+            return await awaitable
+        try:
+            return await asyncio.wait_for(awaitable, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
+
+
+def _learn(signature, elements: int, seconds: float) -> None:
+    """Keep a moving average of the model's cost per input element (decides inline vs pool)."""
+    sample = seconds / elements
+    old = signature.seconds_per_element
+    signature.seconds_per_element = sample if old is None else 0.8 * old + 0.2 * sample
+
+
+def _classification_outputs(outputs: dict, count: int):
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    if classes is None and scores is None:
+        raise invalid(
+            "Expected classification signature outputs to contain at least one of "
+            '"classes" or "scores"'
+        )
+    for name, value in (("classes", classes), ("scores", scores)):
+        if value is None:
+            continue
+        if value.ndim != 2 or value.shape[0] != count:
+            raise invalid(
+                f"Expected {name} Tensor shape: [batch_size num_classes] with batch_size "
+                f"{count}, but got {list(value.shape)}"
+            )
+    if classes is not None and classes.dtype != object:
+        raise invalid(f"Expected classes Tensor of DT_STRING. Got: {classes.dtype}")
+    if scores is not None and scores.dtype.kind != "f":
+        raise invalid(f"Expected scores Tensor of DT_FLOAT. Got: {scores.dtype}")
+    if classes is not None and scores is not None and classes.shape != scores.shape:
+        raise invalid(
+            f"Tensors class and score should match in shape, got {list(classes.shape)} and "
+            f"{list(scores.shape)}"
+        )
+    return classes, scores
+
+
+def _regression_outputs(outputs: dict, count: int) -> np.ndarray:
+    if len(outputs) != 1:
+        raise invalid("Expected one output Tensor.")
+    values = outputs.get("outputs")
+    if values is None:
+        raise invalid("No regression outputs found in SignatureDef")
+    if values.dtype.kind != "f":
+        raise invalid(f"Expected output Tensor of DT_FLOAT. Got: {values.dtype}")
+    if not (values.shape == (count,) or values.shape == (count, 1)):
+        raise invalid(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{list(values.shape)}"
+        )
+    return values.reshape(count)
+
+
+def _version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    value = int(text)
+    if value > _INT64_MAX:
+        raise invalid(f"Failed to convert version: {text} to numeric.")
+    return value
+
+
+def _too_large(limit: int) -> ServingError:
+    return ServingError(
+        "RESOURCE_EXHAUSTED",
+        f"Request body is larger than the server's limit of {limit} bytes "
+        "(raise it with --rest_api_max_body_bytes)",
+        http=413,
+    )
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    decompressor = zlib.decompressobj(wbits=31)
+    try:
+        out = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise invalid(f"Failed to decompress the gzip request body: {exc}") from None
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise _too_large(limit)
+    if not decompressor.eof:
+        raise invalid("Failed to decompress the gzip request body: it is truncated")
+    return out
+
+
+async def _respond(send, status: int, body: bytes, content_type, extra=()) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,577 @@
+"""``python -m tfserve_magic serve``: tensorflow_model_server's flags -> a running REST server.
+
+Start-up order follows TF Serving: parse flags, load every model (in parallel), and only then
+open the REST port, so a client never sees a half-started server. Once the port is bound the
+info file the process manager waits for is written atomically; it is removed on exit.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+log = logging.getLogger("tfserve_magic.server")
+
+_CPUS = os.cpu_count() or 1
+
+
+@dataclass
+class Flag:
+    kind: type
+    default: object
+    help: str
+
+
+# tensorflow_model_server's flags we implement (same names and defaults), then our additions.
+FLAGS: dict[str, Flag] = {
+    "port": Flag(int, 8500, "gRPC port (accepted; gRPC is not served yet)"),
+    "rest_api_port": Flag(
+        int, 0, "HTTP/REST port; 0 picks a free port (TF Serving: 0 disables REST)"
+    ),
+    "rest_api_num_threads": Flag(int, 4 * _CPUS, "threads for model calls too slow to run inline"),
+    "rest_api_timeout_in_ms": Flag(int, 30000, "timeout of predict/classify/regress (504)"),
+    "rest_api_enable_cors_support": Flag(bool, False, "add CORS headers to every /v1 response"),
+    "model_name": Flag(str, "default", "model name (single-model mode)"),
+    "model_base_path": Flag(str, "", "folder holding numeric version folders (single model)"),
+    "model_config_file": Flag(str, "", "text ModelServerConfig; overrides the two flags above"),
+    "model_config_file_poll_wait_seconds": Flag(
+        int, 0, "re-read --model_config_file every N seconds (0: once)"
+    ),
+    "file_system_poll_wait_seconds": Flag(
+        int, 1, "poll base paths for new versions every N seconds (0: once, <0: never)"
+    ),
+    "allow_version_labels_for_unavailable_models": Flag(
+        bool, False, "allow new labels to point at versions that are not loaded yet"
+    ),
+    "enable_batching": Flag(bool, False, "merge concurrent predict requests into batches"),
+    "batching_parameters_file": Flag(str, "", "text BatchingParameters (needs --enable_batching)"),
+    "monitoring_config_file": Flag(str, "", "text MonitoringConfig (Prometheus endpoint)"),
+    "tensorflow_session_parallelism": Flag(int, 0, "intra- and inter-op threads (0: auto)"),
+    "tensorflow_intra_op_parallelism": Flag(int, 0, "intra-op threads (0: auto)"),
+    "tensorflow_inter_op_parallelism": Flag(int, 0, "inter-op threads (0: auto)"),
+    "saved_model_tags": Flag(str, "serve", "comma-separated MetaGraphDef tag set to load"),
+    "max_num_load_retries": Flag(
+        int, 0, "retries of a failed version load (TF Serving: 5; see docs/compatibility.md)"
+    ),
+    "load_retry_interval_micros": Flag(int, 60_000_000, "wait between load retries"),
+    "num_load_threads": Flag(int, 0, "models loaded in parallel at start-up (0: 4 x CPUs)"),
+    "version": Flag(bool, False, "print the versions and exit"),
+    # Our additions (docs/compatibility.md).
+    "host": Flag(str, "127.0.0.1", "bind address (TF Serving binds all interfaces)"),
+    "rest_api_port_retries": Flag(int, 0, "if the REST port is taken, try the next N ports"),
+    "rest_api_max_body_bytes": Flag(
+        int, 1 << 30, "largest request body accepted, after gunzip (413 above it)"
+    ),
+    "info_file": Flag(str, "", "write the server info JSON here once ready; removed on exit"),
+    "parent_pid": Flag(int, 0, "exit when this process is gone"),
+}
+OUR_FLAGS = ("host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_file", "parent_pid")
+
+# tensorflow_model_server flags this server refuses by name rather than silently ignoring.
+UNSUPPORTED = {
+    "grpc_socket_path": "gRPC is not served yet",
+    "grpc_channel_arguments": "gRPC is not served yet",
+    "grpc_max_threads": "gRPC is not served yet",
+    "enable_grpc_healthcheck_service": "gRPC is not served yet",
+    "ssl_config_file": "gRPC is not served yet",
+    "use_alts_credentials": "gRPC is not served yet",
+    "enable_per_model_batching_parameters": "per-model batching_params.pbtxt is not read",
+    "tensorflow_session_config_file": "session ConfigProto files are not supported",
+    "platform_config_file": "platform config files are not supported",
+    "per_process_gpu_memory_fraction": "use tfserve_magic's gpu option instead",
+    "num_unload_threads": "unloads happen on the poll thread",
+    "flush_filesystem_caches": "not applicable",
+    "enable_model_warmup": "warm-up request replay is not implemented",
+    "num_request_iterations_for_warmup": "warm-up request replay is not implemented",
+    "enable_signature_method_name_check": "method names are never checked",
+    "enable_profiler": "the profiler service is not served",
+    "remove_unused_fields_from_bundle_metagraph": "not applicable",
+    "prefer_tflite_model": "TF Lite models are not served",
+    "num_tflite_pools": "TF Lite models are not served",
+    "num_tflite_interpreters_per_pool": "TF Lite models are not served",
+    "xla_cpu_compilation_enabled": "XLA compilation flags are not supported",
+    "xla_gpu_compilation_enabled": "XLA compilation flags are not supported",
+    "mixed_precision": "mixed precision is not supported",
+    "thread_pool_factory_config_file": "not supported",
+    "enable_serialization_as_tensor_content": "gRPC is not served yet",
+}
+
+
+class FlagError(ValueError):
+    pass
+
+
+def usage() -> str:
+    lines = [
+        "usage: python -m tfserve_magic serve --model_base_path=PATH [--model_name=NAME] "
+        "[--rest_api_port=8501] [flags]",
+        "       python -m tfserve_magic serve --model_config_file=FILE [flags]",
+        "",
+        "tensorflow_model_server's flags (--flag=value or --flag value):",
+    ]
+    for name, flag in FLAGS.items():
+        if name == "host":
+            lines += ["", "tfserve_magic's own flags:"]
+        lines.append(f"  --{name:<46} {flag.help} (default: {flag.default!r})")
+    return "\n".join(lines)
+
+
+def _convert(name: str, kind: type, text: str):
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise FlagError(f"Invalid value for --{name}: {text!r} (expected true or false)")
+    if kind is int:
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise FlagError(f"Invalid value for --{name}: {text!r} (expected an integer)") from None
+    return text
+
+
+def parse_flags(argv: list[str]) -> dict:
+    """``--flag=value`` and ``--flag value`` (bool flags: ``--flag`` or ``--flag=false``)."""
+    values = {name: flag.default for name, flag in FLAGS.items()}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg in ("-", "--"):
+            raise FlagError(f"Unexpected argument {arg!r}: every option is a --flag")
+        name, sep, value = arg.lstrip("-").partition("=")
+        if name in UNSUPPORTED:
+            raise FlagError(
+                f"--{name} is a tensorflow_model_server flag that this server does not support "
+                f"({UNSUPPORTED[name]})"
+            )
+        flag = FLAGS.get(name)
+        if flag is None:
+            raise FlagError(f"Unknown flag --{name}")
+        if not sep:
+            if flag.kind is bool:
+                values[name] = True
+                continue
+            if i >= len(argv):
+                raise FlagError(f"Flag --{name} needs a value")
+            value = argv[i]
+            i += 1
+        values[name] = _convert(name, flag.kind, value)
+    return values
+
+
+def _check(flags: dict) -> None:
+    if not flags["model_base_path"] and not flags["model_config_file"]:
+        raise FlagError(
+            "Both --model_base_path and --model_config_file are empty: give one of them"
+        )
+    if flags["batching_parameters_file"] and not flags["enable_batching"]:
+        raise FlagError("--batching_parameters_file is set but --enable_batching is not")
+    if all(
+        flags[k]
+        for k in (
+            "tensorflow_session_parallelism",
+            "tensorflow_intra_op_parallelism",
+            "tensorflow_inter_op_parallelism",
+        )
+    ):
+        raise FlagError(
+            "Setting --tensorflow_session_parallelism together with both "
+            "--tensorflow_intra_op_parallelism and --tensorflow_inter_op_parallelism is an error"
+        )
+    if flags["rest_api_port"] and flags["rest_api_port"] == flags["port"]:
+        raise FlagError(
+            f"--rest_api_port and --port must differ (both are {flags['port']}); "
+            "TF Serving would not serve REST at all"
+        )
+    if not 0 <= flags["rest_api_port"] <= 65535:
+        raise FlagError(f"--rest_api_port must be between 0 and 65535, not {flags['rest_api_port']}")
+    if flags["rest_api_max_body_bytes"] <= 0:
+        raise FlagError("--rest_api_max_body_bytes must be positive")
+
+
+# ---- logging in TF Serving's style: "2026-11-24 06:00:00.123456: I file.py:12] message" ----
+
+
+class _TFStyleFormatter(logging.Formatter):
+    LETTERS = {"DEBUG": "D", "INFO": "I", "WARNING": "W", "ERROR": "E", "CRITICAL": "F"}
+
+    def format(self, record):
+        when = datetime.datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S.%f")
+        letter = self.LETTERS.get(record.levelname, "I")
+        text = f"{when}: {letter} {record.module}.py:{record.lineno}] {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_TFStyleFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+# ---- start-up helpers ----
+
+
+def _bind(host: str, port: int, retries: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    last_error = None
+    for candidate in range(port, port + retries + 1) if port else [0]:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            log.warning("Cannot bind %s:%d: %s", host, candidate, exc.strerror or exc)
+            continue
+        sock.listen(2048)
+        sock.setblocking(False)
+        return sock
+    tried = f"ports {port}-{port + retries}" if retries else f"port {port}"
+    raise OSError(f"Could not bind the REST API to {host} ({tried}): {last_error}")
+
+
+def _client_url(host: str, port: int) -> str:
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _write_info(path: str, info: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(info, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def _remove_info(path: str) -> None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            owner = json.load(fh).get("pid")
+    except (OSError, ValueError):
+        return
+    if owner == os.getpid():
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch_parent(pid: int, on_gone) -> None:
+    """Call ``on_gone`` once ``pid`` has exited (a daemon thread polling twice a second)."""
+    was_parent = os.getppid() == pid
+
+    def watch():
+        while True:
+            if not _pid_alive(pid) or (was_parent and os.getppid() != pid):
+                log.info("Parent process %d is gone; shutting down", pid)
+                on_gone()
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _configure_tensorflow(flags: dict):
+    from tfserve_magic.server import _no_keras
+
+    _no_keras.install()
+    import tensorflow as tf
+
+    both = flags["tensorflow_session_parallelism"]
+    intra = flags["tensorflow_intra_op_parallelism"] or both
+    inter = flags["tensorflow_inter_op_parallelism"] or both
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    return tf
+
+
+def _refreeze() -> None:
+    """Collect what an unloaded version left behind, then freeze the survivors again."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+class _Stopping(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
+        print(usage())
+        return 0
+    try:
+        flags = parse_flags(argv)
+        if flags["version"]:
+            print(_version_text())
+            return 0
+        _check(flags)
+    except FlagError as exc:
+        print(f"tfserve serve: {exc}\n(`python -m tfserve_magic serve --help` lists the flags)",
+              file=sys.stderr)
+        return 2
+    _setup_logging()
+    info_file = flags["info_file"]
+
+    def stop_during_startup(signum, frame):
+        raise _Stopping()
+
+    previous = {s: signal.signal(s, stop_during_startup) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _run(flags, argv, previous)
+    except _Stopping:
+        log.info("Stopped during start-up")
+        return 0
+    finally:
+        if info_file:
+            _remove_info(info_file)
+
+
+def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
+    from tfserve_magic.server import config as cfg
+
+    if flags["parent_pid"]:
+        _watch_parent(flags["parent_pid"], lambda: os.kill(os.getpid(), signal.SIGTERM))
+    if flags["port"]:
+        log.info("gRPC (--port=%d) is not served by this server yet; REST only", flags["port"])
+    try:
+        if flags["model_config_file"]:
+            specs = cfg.parse_model_config(flags["model_config_file"])
+        else:
+            base_path = os.path.abspath(os.path.expanduser(flags["model_base_path"]))
+            log.info(
+                "Building single TensorFlow model file config:  model_name: %s "
+                "model_base_path: %s", flags["model_name"], base_path,
+            )
+            specs = [cfg.model_spec_from_flags(flags["model_name"], base_path)]
+        batching = None
+        if flags["enable_batching"]:
+            batching = cfg.parse_batching_parameters(flags["batching_parameters_file"])
+        monitoring = cfg.parse_monitoring_config(flags["monitoring_config_file"])
+    except cfg.ConfigError as exc:
+        log.error("Failed to start server. Error: %s", exc)
+        return 1
+
+    tf = _configure_tensorflow(flags)
+    from tfserve_magic.server.metrics import ServerMetrics
+    from tfserve_magic.server.models import ModelManager
+
+    metrics = ServerMetrics()
+    manager = ModelManager(
+        specs,
+        tags=[t.strip() for t in flags["saved_model_tags"].split(",") if t.strip()],
+        poll_seconds=flags["file_system_poll_wait_seconds"],
+        allow_unavailable_labels=flags["allow_version_labels_for_unavailable_models"],
+        max_load_retries=max(0, flags["max_num_load_retries"]),
+        load_retry_interval_s=max(0, flags["load_retry_interval_micros"]) / 1e6,
+        on_change=_refreeze,
+        metrics=metrics,
+    )
+    log.info("Adding/updating models.")
+    started = time.perf_counter()
+    errors = manager.initial_load(
+        wait_for_versions=flags["file_system_poll_wait_seconds"] > 0,
+        max_parallel=flags["num_load_threads"] or 4 * _CPUS,
+    )
+    if errors:
+        log.error(
+            "Failed to start server. Error: Unknown: %d servable(s) did not become available: "
+            "{%s}", len(errors), ", ".join(errors),
+        )
+        manager.stop()
+        return 1
+    log.info("All models loaded in %.2f s", time.perf_counter() - started)
+
+    config_reloader = None
+    if flags["model_config_file"] and flags["model_config_file_poll_wait_seconds"] > 0:
+        path = flags["model_config_file"]
+
+        def config_reloader():
+            try:
+                return cfg.parse_model_config(path)
+            except cfg.ConfigError as exc:
+                log.error("Config reload failed, keeping the current config: %s", exc)
+                return None
+
+    manager.start_polling(config_reloader, flags["model_config_file_poll_wait_seconds"])
+    gc.freeze()  # TensorFlow leaves ~370k objects that every full collection would rescan
+
+    try:
+        sock = _bind(flags["host"], flags["rest_api_port"], max(0, flags["rest_api_port_retries"]))
+    except OSError as exc:
+        log.error("Failed to start server. Error: %s", exc)
+        manager.stop()
+        return 1
+    port = sock.getsockname()[1]
+    devices = [d.name.replace("/device:", "") for d in tf.config.list_logical_devices()]
+    info = {
+        "format": 1,
+        "pid": os.getpid(),
+        "host": flags["host"],
+        "port": port,
+        "grpc_port": None,
+        "url": _client_url(flags["host"], port),
+        "backend": "python",
+        "tf_version": tf.__version__,
+        "devices": devices,
+        "models": manager.snapshot(),
+        "argv": argv,
+        "parent_pid": flags["parent_pid"] or None,
+        "started": time.time(),
+    }
+    try:
+        _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_handlers)
+    finally:
+        manager.stop()
+        sock.close()
+    log.info("Server stopped")
+    return 0
+
+
+def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_handlers) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import uvicorn
+
+    from tfserve_magic.server.app import ServingApp
+
+    batcher = None
+    if batching is not None:
+        from tfserve_magic.server.batching import BatchScheduler
+
+        batcher = BatchScheduler(batching, metrics)
+    executor = ThreadPoolExecutor(
+        max_workers=max(1, flags["rest_api_num_threads"]), thread_name_prefix="model-call"
+    )
+    app = ServingApp(
+        manager,
+        metrics=metrics,
+        monitoring_path=monitoring.path if monitoring.prometheus_enabled else None,
+        cors=flags["rest_api_enable_cors_support"],
+        batcher=batcher,
+        timeout_s=flags["rest_api_timeout_in_ms"] / 1000.0,
+        max_body_bytes=flags["rest_api_max_body_bytes"],
+        executor=executor,
+    )
+    try:
+        import uvloop
+
+        new_loop = uvloop.new_event_loop
+        loop_name = "uvloop"
+    except ImportError:  # Windows
+        import asyncio
+
+        new_loop = asyncio.new_event_loop
+        loop_name = "asyncio"
+    config = uvicorn.Config(
+        app,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config)
+    if monitoring.prometheus_enabled:
+        log.info("Prometheus metrics at %s%s", info["url"], monitoring.path)
+    log.info(
+        "Exporting HTTP/REST API at:%s:%d ... (uvicorn, httptools, %s)",
+        flags["host"], info["port"], loop_name,
+    )
+    info_file = flags["info_file"]
+    server.on_started = (lambda: _write_info(info_file, info)) if info_file else None
+    for sig, handler in previous_handlers.items():
+        signal.signal(sig, handler)
+    loop = new_loop()
+    try:
+        loop.run_until_complete(server.serve(sockets=[sock]))
+    finally:
+        if batcher is not None:
+            batcher.stop()
+        executor.shutdown(wait=False, cancel_futures=True)
+        loop.close()
+
+
+try:
+    import uvicorn as _uvicorn
+
+    _ServerBase = _uvicorn.Server
+except ImportError:  # pragma: no cover - uvicorn is a dependency
+    _ServerBase = object
+
+
+class _Server(_ServerBase):
+    """uvicorn's Server without re-raising the stop signal after shutdown (we exit cleanly)."""
+
+    on_started = None
+
+    @contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+            log.info("Server ready")
+
+
+def _version_text() -> str:
+    from importlib import metadata
+
+    try:
+        ours = metadata.version("tfserve-magic")
+    except metadata.PackageNotFoundError:
+        ours = "unknown"
+    try:
+        tf_version = metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:
+        tf_version = "unknown"
+    return f"TensorFlow ModelServer: {ours}+tfserve_magic\nTensorFlow Library: {tf_version}"

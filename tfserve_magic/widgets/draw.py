@@ -1,0 +1,353 @@
+"""DrawDigit: draw a digit, see the served model's class probabilities.
+
+The strokes are recorded in Python (lists of canvas points) and rasterized here into a 28x28
+MNIST-style image, so the widget works headless and in tests; ipycanvas only shows the ink.
+Without ipycanvas (or with ``use_canvas=False``, for front ends where it does not render) the
+widget lets you pick a test image or upload a PNG instead, and says how to enable drawing.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+
+import numpy as np
+
+from tfserve_magic.widgets import raster
+from tfserve_magic.widgets._common import (
+    StatusLine,
+    as_labels,
+    as_probabilities,
+    class_name,
+    class_scores,
+    client_name,
+    guarded,
+    image_view,
+    input_shape_from_metadata,
+    png_bytes,
+    predict_kwargs,
+    resolve_client,
+    target_text,
+)
+from tfserve_magic.widgets.latency import LatencyView
+
+ENABLE_HINT = (
+    "To draw with the mouse install ipycanvas: <code>pip install ipycanvas</code> (or "
+    "<code>pip install 'tfserve-magic[canvas]'</code>) and restart the kernel. In Colab also run "
+    "<code>from google.colab import output; output.enable_custom_widget_manager()</code>."
+)
+
+
+def load_ipycanvas():
+    """The ipycanvas module, or None when it cannot be imported (it is an optional extra)."""
+    try:
+        return importlib.import_module("ipycanvas")
+    except ImportError:
+        return None
+
+
+class DrawDigit:
+    """Draw (or pick/upload) a digit and show the model's probabilities and top class.
+
+    Plain methods for scripts and tests: ``on_down/on_move/on_up(x, y)`` (what the mouse events
+    call), ``clear()``, ``current_image()``, ``predict()``, and in fallback mode ``pick(i)`` and
+    ``load_png(data)``.
+    """
+
+    def __init__(self, client, *, model=None, x=None, y=None, version=None, label=None,
+                 signature_name=None, class_names=None, use_canvas=None, canvas_size: int = 280,
+                 line_width: float = 18.0, input_shape=None, timeout: float = 30.0,
+                 latency: LatencyView | None = None, live: bool = True):
+        import ipywidgets as w
+
+        if version is not None and label is not None:
+            raise ValueError("give a version or a label, not both")
+        self.client = resolve_client(client, model, timeout=timeout)
+        self.version, self.label, self.signature_name = version, label, signature_name
+        self.class_names = list(class_names) if class_names is not None else None
+        self.canvas_size = (int(canvas_size), int(canvas_size))
+        self.line_width = float(line_width)
+        self.raise_errors = False
+        self.strokes: list[list[tuple[float, float]]] = []
+        self._drawing = False
+        self.probabilities: np.ndarray | None = None
+        self.picked_image: np.ndarray | None = None
+        self.picked_label: int | None = None
+
+        self.x = None if x is None else np.asarray(x)
+        self.y = None if y is None else as_labels(y, None if x is None else len(self.x))
+        self.images = image_view(self.x) if self.x is not None else None
+        if self.x is not None and self.images is None:
+            raise ValueError(f"x must hold images, got shape {self.x.shape}")
+        self.input_shape = tuple(input_shape) if input_shape is not None else (
+            tuple(self.x.shape[1:]) if self.x is not None else None)
+        # models trained on 0..255 pixels get 0..255 pixels
+        self.pixel_scale = 255.0 if self.x is not None and float(self.x.max()) > 1.5 else 1.0
+
+        self.status = StatusLine()
+        self.latency = latency if latency is not None else LatencyView(title="predict latency")
+        self.header = w.HTML(value=f"<b>Draw a digit</b> · {html.escape(client_name(self.client))}"
+                                   f" ({target_text(version, label)})")
+        self.predict_button = w.Button(description="Predict", button_style="primary")
+        self.clear_button = w.Button(description="Clear")
+        self.live = w.Checkbox(value=bool(live), description="predict as you go", indent=False)
+        self.predict_button.on_click(lambda _: self._on_predict())
+        self.clear_button.on_click(lambda _: self._on_clear())
+        self.top = w.HTML(value="")
+        self.bars = w.HTML(value="")
+        self.preview = w.Image(format="png", layout=w.Layout(width="112px", height="112px"))
+        self.message = w.HTML(value="")
+
+        ipycanvas = None if use_canvas is False else load_ipycanvas()
+        self.canvas = None
+        self.picker = None
+        self.upload = None
+        if ipycanvas is not None:
+            self._build_canvas(ipycanvas)
+            source = self.canvas
+            self.message.value = ("<small>Draw with the mouse; the model sees the 28x28 image "
+                                  "on the right. Canvas not showing? Use "
+                                  "<code>DrawDigit(..., use_canvas=False)</code>.</small>")
+        else:
+            source = self._build_fallback(w, asked_off=use_canvas is False)
+        buttons = w.HBox([self.predict_button, self.clear_button, self.live])
+        left = w.VBox([source, buttons])
+        right = w.VBox([w.HTML("<small>model input</small>"), self.preview, self.top, self.bars])
+        self.widget = w.VBox([self.header, self.status.widget, self.message,
+                              w.HBox([left, right]), self.latency.widget])
+        self.status.info("draw a digit" if self.canvas is not None else "pick or upload a digit")
+
+    # ------------------------------------------------------------------ building
+    def _build_canvas(self, ipycanvas) -> None:
+        width, height = self.canvas_size
+        self.canvas = ipycanvas.Canvas(width=width, height=height,
+                                       layout={"border": "1px solid #999"})
+        self._paint_background()
+        self.canvas.on_mouse_down(self._on_down)
+        self.canvas.on_mouse_move(self._on_move)
+        self.canvas.on_mouse_up(self._on_up)
+        self.canvas.on_mouse_out(self._on_up)
+        self.canvas.on_touch_start(lambda points: self._on_down(*points[0]))
+        self.canvas.on_touch_move(lambda points: self._on_move(*points[0]))
+        self.canvas.on_touch_end(lambda points: self._on_up(*points[0]) if points else
+                                 self._on_up(None, None))
+
+    def _paint_background(self) -> None:
+        width, height = self.canvas_size
+        self.canvas.clear()
+        self.canvas.fill_style = "black"
+        self.canvas.fill_rect(0, 0, width, height)
+        self.canvas.stroke_style = "white"
+        self.canvas.fill_style = "white"
+        self.canvas.line_width = self.line_width
+        self.canvas.line_cap = "round"
+        self.canvas.line_join = "round"
+
+    def _build_fallback(self, w, asked_off: bool):
+        why = ("Drawing is off (<code>use_canvas=False</code>)." if asked_off
+               else "Drawing is not available: ipycanvas is not installed.")
+        self.message.value = f"<small>{why} {ENABLE_HINT}</small>"
+        parts = []
+        if self.images is not None:
+            self.picker = w.IntSlider(value=0, min=0, max=len(self.images) - 1,
+                                      description="test image", continuous_update=False)
+            self.picker.observe(self._on_pick, "value")
+            parts.append(self.picker)
+        self.upload = w.FileUpload(accept=".png,image/png", multiple=False,
+                                   description="Upload PNG")
+        self.upload.observe(self._on_upload, "value")
+        parts.append(self.upload)
+        self.fallback_image = w.Image(format="png", layout=w.Layout(width="140px"))
+        parts.append(self.fallback_image)
+        return w.VBox(parts)
+
+    # ------------------------------------------------------------------ strokes
+    def on_down(self, x, y) -> None:
+        """Start a stroke at canvas point (x, y)."""
+        self._drawing = True
+        self.strokes.append([(float(x), float(y))])
+        if self.canvas is not None:
+            self.canvas.fill_circle(float(x), float(y), self.line_width / 2)
+
+    def on_move(self, x, y) -> None:
+        """Extend the current stroke (ignored while no button is held)."""
+        if not self._drawing or not self.strokes:
+            return
+        last = self.strokes[-1][-1]
+        point = (float(x), float(y))
+        if point == last:
+            return
+        self.strokes[-1].append(point)
+        if self.canvas is not None:
+            self.canvas.stroke_line(last[0], last[1], point[0], point[1])
+
+    def on_up(self, x=None, y=None) -> None:
+        """End the stroke; with "predict as you go" on, predict right away."""
+        if not self._drawing:
+            return
+        if x is not None and y is not None:
+            self.on_move(x, y)
+        self._drawing = False
+        if self.live.value:
+            self.predict()
+
+    def clear(self) -> None:
+        """Forget the strokes (or the picked image) and the last prediction."""
+        self.strokes = []
+        self._drawing = False
+        self.picked_image, self.picked_label = None, None
+        self.probabilities = None
+        if self.canvas is not None:
+            self._paint_background()
+        self.top.value = ""
+        self.bars.value = ""
+        self.preview.value = b""
+        self.status.info("cleared")
+
+    # ------------------------------------------------------------------ fallback inputs
+    def pick(self, index: int) -> None:
+        """Use test image ``index`` of ``x`` (the fallback's slider does this)."""
+        if self.images is None:
+            raise ValueError("no test images: pass x= (and y=) to pick one")
+        index = int(index)
+        if not 0 <= index < len(self.images):
+            raise IndexError(f"test image {index} is not in 0..{len(self.images) - 1}")
+        self.picked_image = raster.to_grayscale(self.images[index])
+        self.picked_label = int(self.y[index]) if self.y is not None else None
+        self._show_fallback_image()
+        if self.live.value:
+            self.predict()
+
+    def load_png(self, data: bytes) -> None:
+        """Use an uploaded PNG: grayscale, dark-on-light inverted, MNIST-centred 28x28."""
+        self.picked_image = raster.picture_to_mnist(raster.decode_png(data))
+        self.picked_label = None
+        self._show_fallback_image()
+        if self.live.value:
+            self.predict()
+
+    def _show_fallback_image(self) -> None:
+        if self.upload is not None:
+            self.fallback_image.value = png_bytes(self.picked_image, scale=5)
+
+    # ------------------------------------------------------------------ prediction
+    def current_image(self) -> np.ndarray | None:
+        """The 28x28 float image the model will see, or None when there is nothing yet."""
+        if self.canvas is not None and self.strokes:
+            return raster.rasterize(self.strokes, size=self.canvas_size,
+                                    line_width=self.line_width)
+        if self.picked_image is not None:
+            return self.picked_image
+        if self.strokes:  # strokes fed by hand in fallback mode still count
+            return raster.rasterize(self.strokes, size=self.canvas_size,
+                                    line_width=self.line_width)
+        return None
+
+    def model_input(self, image: np.ndarray) -> np.ndarray:
+        """One instance shaped like the model's input (``[1, *input_shape]``)."""
+        shape = self._input_shape()
+        image = np.asarray(image, np.float32) * self.pixel_scale
+        if int(np.prod(shape)) == image.size:
+            return image.reshape((1,) + shape)
+        if len(shape) == 3 and shape[-1] == 3 and shape[0] * shape[1] == image.size:
+            return np.repeat(image.reshape(shape[0], shape[1], 1), 3, axis=-1)[None]
+        raise ValueError(f"the model expects inputs shaped {shape}; this widget draws "
+                         f"{image.shape[0]}x{image.shape[1]} digits")
+
+    def _input_shape(self) -> tuple:
+        if self.input_shape is None:
+            shape = None
+            metadata = getattr(self.client, "metadata", None)
+            if metadata is not None:
+                kwargs = predict_kwargs(self.version, self.label)
+                shape = input_shape_from_metadata(metadata(**kwargs), self.signature_name)
+            self.input_shape = shape or (28, 28, 1)
+        return self.input_shape
+
+    def predict(self) -> np.ndarray:
+        """Send the current image; update the bars and the top class; return probabilities."""
+        image = self.current_image()
+        if image is None or not image.any():
+            raise ValueError("nothing to predict: draw a digit first" if self.canvas is not None
+                             else "nothing to predict: pick a test image or upload a PNG")
+        self.preview.value = png_bytes(image, scale=4)
+        prediction = self.client.predict(
+            instances=self.model_input(image),
+            **predict_kwargs(self.version, self.label, self.signature_name),
+        )
+        latency = getattr(prediction, "latency_s", None)
+        self.latency.record(latency, series="predict")
+        _, scores = class_scores(prediction)
+        if scores is None:
+            raise ValueError("the model returned class ids, not scores; the bars need scores")
+        self.probabilities = as_probabilities(scores[0])
+        self._render_probabilities()
+        took = f" in {latency * 1e3:.0f} ms" if latency is not None else ""
+        self.status.ok(f"predicted {self.top_class_name()}{took}")
+        return self.probabilities
+
+    def top_class(self) -> int | None:
+        return None if self.probabilities is None else int(np.argmax(self.probabilities))
+
+    def top_class_name(self) -> str:
+        top = self.top_class()
+        return "" if top is None else class_name(self.class_names, top)
+
+    def _render_probabilities(self) -> None:
+        probs = self.probabilities
+        top = int(np.argmax(probs))
+        truth = ""
+        if self.picked_label is not None and self.picked_image is not None and not self.strokes:
+            mark = "✓" if self.picked_label == top else "✗"
+            true_name = html.escape(class_name(self.class_names, self.picked_label))
+            truth = f" · true {true_name} {mark}"
+        self.top.value = (f'<span style="font-size:28px"><b>'
+                          f"{html.escape(class_name(self.class_names, top))}</b></span> "
+                          f"{probs[top]:.1%}{truth}")
+        rows = []
+        for k, p in enumerate(probs):
+            color = "#1f77b4" if k == top else "#9ecae1"
+            rows.append(
+                f'<div style="display:flex;align-items:center;font-size:11px;height:14px">'
+                f'<span style="width:40px">{html.escape(class_name(self.class_names, k))}</span>'
+                f'<span style="display:inline-block;background:{color};height:10px;'
+                f'width:{p * 150:.0f}px"></span><span style="margin-left:4px">{p:.1%}</span>'
+                f"</div>"
+            )
+        self.bars.value = "".join(rows)
+
+    # ------------------------------------------------------------------ handlers
+    @guarded
+    def _on_down(self, x, y) -> None:
+        self.on_down(x, y)
+
+    @guarded
+    def _on_move(self, x, y) -> None:
+        self.on_move(x, y)
+
+    @guarded
+    def _on_up(self, x, y) -> None:
+        self.on_up(x, y)
+
+    @guarded
+    def _on_predict(self) -> None:
+        self.predict()
+
+    @guarded
+    def _on_clear(self) -> None:
+        self.clear()
+
+    @guarded
+    def _on_pick(self, change) -> None:
+        self.pick(change["new"])
+
+    @guarded
+    def _on_upload(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        item = files[-1] if isinstance(files, (list, tuple)) else next(iter(files.values()))
+        self.load_png(bytes(item["content"]))
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
