@@ -35,6 +35,7 @@ class LoadResult:
     errors: int  # non-2xx, wrong or unparsable bodies, socket errors, timeouts
     checked: int  # responses whose values were compared with the expected predictions
     generator: str
+    failed: int = 0  # of ``errors``: requests that got no response at all (socket errors)
 
     @property
     def per_second(self) -> float:
@@ -77,6 +78,7 @@ def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> Load
         errors=max(stats["bad"], stats["status"]) + socket_errors,
         checked=0,
         generator="wrk",
+        failed=socket_errors,
     )
 
 
@@ -116,9 +118,10 @@ def run_python(
 
 
 def check_sample(url: str, body: bytes, check: Callable[[bytes], bool], count: int = 3) -> int:
-    """Send ``count`` requests one after another; return how many answers were wrong."""
+    """Send ``count`` requests one after another; return how many were not answered right."""
     result = run_python(url, body, 1, 60.0, check, max_requests=count)
-    return result.errors + max(0, count - result.requests)
+    wrong = result.errors - result.failed
+    return count - (result.requests - wrong)
 
 
 class _Budget:
@@ -148,7 +151,7 @@ async def _drive(url, body, concurrency, seconds, check, max_requests, timeout) 
     request = head + body
     budget = _Budget(seconds, max_requests)
     latencies: list[float] = []
-    counts = {"errors": 0, "checked": 0}
+    counts = {"errors": 0, "checked": 0, "failed": 0}
     started = time.perf_counter()
     workers = [
         _connection(parts.hostname, parts.port, request, budget, latencies, counts, check, timeout)
@@ -165,6 +168,7 @@ async def _drive(url, body, concurrency, seconds, check, max_requests, timeout) 
         errors=counts["errors"],
         checked=counts["checked"],
         generator="python",
+        failed=counts["failed"],
     )
 
 
@@ -179,6 +183,7 @@ async def _connection(host, port, request, budget, latencies, counts, check, tim
             status, body, keep_alive = await asyncio.wait_for(_read_response(reader), timeout)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
             counts["errors"] += 1
+            counts["failed"] += 1
             writer = _close(writer)
             await asyncio.sleep(0.01)
             continue

@@ -73,6 +73,7 @@ def ours_command(base_path: Path, info_file: Path, *extra: str, port: int = 0) -
         f"--model_base_path={base_path}",
         f"--rest_api_port={port}",
         f"--info_file={info_file}",
+        f"--parent_pid={os.getpid()}",  # gone with the harness, however it ends
         *extra,
     ]
 
@@ -146,21 +147,28 @@ def _read_result(process: subprocess.Popen, timeout: float) -> dict:
     raise RuntimeError("ceiling process did not answer in time")
 
 
-def start_peer(key: str, saved_model: Path, base_path: Path, workdir: Path) -> RunningPeer:
+def start_peer(
+    key: str,
+    saved_model: Path,
+    base_path: Path,
+    workdir: Path,
+    batching_file: Path = BATCHING_FILE,
+    tag: str = "",
+) -> RunningPeer:
     """Launch peer ``key`` (not waiting for it): see ``wait_ready``."""
     spec = PEERS[key]
     workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / f"{key}.log"
-    log = open(log_path, "w")
+    log_path = workdir / f"{key}{tag}.log"
     env = tf_env()
-    popen = {"cwd": REPO, "env": env, "stderr": log, "start_new_session": True}
     port = free_port()
     info_file = None
     if key == "ceiling":
         command = [sys.executable, "-m", "bench.ceiling", str(saved_model)]
-        process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **popen
-        )
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                command, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log, text=True, start_new_session=True,
+            )
         return CeilingPeer(spec, process, log_path)
     if key == "flask":
         command = [sys.executable, "-m", "bench.flask_peer", str(saved_model), str(port)]
@@ -169,11 +177,11 @@ def start_peer(key: str, saved_model: Path, base_path: Path, workdir: Path) -> R
         command = [sys.executable, "-m", "uvicorn", "bench.fastapi_peer:app"]
         command += ["--host", "127.0.0.1", "--port", str(port)]
     elif key in ("ours", "ours_batching"):
-        info_file = workdir / f"{key}.info.json"
+        info_file = workdir / f"{key}{tag}.info.json"
         info_file.unlink(missing_ok=True)
         extra = []
         if key == "ours_batching":
-            extra = ["--enable_batching", f"--batching_parameters_file={BATCHING_FILE}"]
+            extra = ["--enable_batching", f"--batching_parameters_file={batching_file}"]
         command = ours_command(base_path, info_file, *extra)
     elif key == "tfs":
         command = [shutil.which("tensorflow_model_server") or "tensorflow_model_server"]
@@ -181,7 +189,10 @@ def start_peer(key: str, saved_model: Path, base_path: Path, workdir: Path) -> R
         command += [f"--model_name={MODEL_NAME}", f"--model_base_path={base_path}"]
     else:
         raise KeyError(f"unknown peer {key!r}; known: {', '.join(PEERS)}")
-    process = subprocess.Popen(command, stdout=log, **popen)
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True
+        )
     peer = RunningPeer(spec, process, log_path, info_file=info_file)
     if info_file is None:
         peer.url = f"http://127.0.0.1:{port}{PREDICT_PATH}"
@@ -202,18 +213,28 @@ def wait_ready(peer: RunningPeer, probe_body: bytes, timeout: float = 180.0) -> 
         if not peer.url and peer.info_file is not None and peer.info_file.exists():
             info = json.loads(peer.info_file.read_text())
             peer.url = f"{info['url'].rstrip('/')}{PREDICT_PATH}"
-        if peer.url and _predict_ok(peer.url, probe_body):
+        status, answer = _predict(peer.url, probe_body) if peer.url else (None, b"")
+        if status == 200:
             return time.perf_counter() - peer.started_at
+        # TF Serving binds its port before the model is loaded; the others answer once ready.
+        if status is not None and not (peer.spec.key == "tfs" and status in (404, 503)):
+            raise RuntimeError(
+                f"{peer.spec.label} answered the first predict with HTTP {status}: "
+                f"{answer[:500].decode(errors='replace')}"
+            )
         time.sleep(0.1)
     raise RuntimeError(f"{peer.spec.label} not ready after {timeout:.0f} s:\n{peer.log_tail()}")
 
 
-def _predict_ok(url: str, body: bytes) -> bool:
+def _predict(url: str, body: bytes) -> tuple[Optional[int], bytes]:
+    """(HTTP status, body) of one predict, or (None, b"") when nothing answers yet."""
     request = urllib.request.Request(
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status == 200
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
     except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
+        return None, b""

@@ -109,7 +109,8 @@ def _frame(frame: str) -> str:
 
 
 def fold(raw: str, top: int = 12) -> dict:
-    """Top functions by self and by inclusive samples from py-spy's raw (collapsed) output."""
+    """Top functions from py-spy's raw (collapsed) output: by self samples (any code), by
+    inclusive samples (our functions), and the share of each part of the stack (``PARTS``)."""
     self_counts: Counter = Counter()
     inclusive: Counter = Counter()
     parts: Counter = Counter()
@@ -127,7 +128,8 @@ def fold(raw: str, top: int = 12) -> dict:
         total += samples
         self_counts[frames[-1]] += samples
         for name in set(frames):
-            inclusive[name] += samples
+            if "(tfserve_magic/" in name:  # inclusive time: our own functions only
+                inclusive[name] += samples
         parts[_part(frames)] += samples
 
     def table(counter: Counter) -> list:

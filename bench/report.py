@@ -73,10 +73,8 @@ def _ratio(results, peer, other, n_images, concurrency, other_concurrency=None):
 def decode_speedup(decode: dict | None) -> float | None:
     """Our decode's speed-up over orjson + np.asarray on the 100-image body, if reported."""
     data = (decode or {}).get("data") or {}
-    for key in ("speedup_100", "speedup"):
-        if isinstance(data.get(key), (int, float)):
-            return float(data[key])
-    return None
+    value = data.get("speedup_100")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def evaluate_targets(results: dict) -> list:
@@ -188,6 +186,7 @@ def write_markdown(results: dict, md_path: Path, png_path: Path) -> None:
         _results_section(results, png_path),
         _ratios_section(results),
         _targets_section(results),
+        _sweep_section(results),
         _decode_section(results),
         _startup_section(results),
         _hot_swap_section(results),
@@ -224,6 +223,8 @@ def _machine_section(results: dict) -> str:
     machine = results["machine"]
     versions = machine["versions"]
     load = ", ".join(f"{x:.2f}" for x in machine["load_average"])
+    if machine.get("load_average_end"):
+        load += " (at the end: " + ", ".join(f"{x:.2f}" for x in machine["load_average_end"]) + ")"
     rows = [
         ("CPU", f"{machine['cpu']}, {machine['cores']} cores"),
         ("RAM", f"{machine['ram_gib']:.1f} GiB"),
@@ -236,7 +237,7 @@ def _machine_section(results: dict) -> str:
          f"{versions['uvicorn']}"),
         ("load generator", machine["wrk"] if results["settings"]["generator"] == "wrk"
          else "Python asyncio client (bench/load.py); wrk not installed"),
-        ("load average at start", load),
+        ("load average (1, 5, 15 min) at start", load),
         ("date, commit", f"{machine['date']}, {machine['commit']}"),
     ]
     lines = ["## Machine", "", "| | |", "|---|---|"]
@@ -256,6 +257,9 @@ def _setup_section(results: dict) -> str:
     lines.append("")
     for key in settings["peers"]:
         lines.append(f"- **{PEERS[key].short}**: {PEERS[key].label}. {_PEER_NOTES[key]}")
+    for key, message in (results.get("failed_peers") or {}).items():
+        first_line = message.strip().splitlines()[0] if message.strip() else "no output"
+        lines.append(f"- **{PEERS[key].short} was left out of this run**: `{first_line[:300]}`")
     if "tfs" not in settings["peers"]:
         lines.append("- TF Serving (`tensorflow_model_server`) is included when it is on `PATH`; "
                      "it was not on this machine.")
@@ -279,17 +283,17 @@ def _setup_section(results: dict) -> str:
 
 
 _PEER_NOTES = {
-    "flask": "stdlib `json.loads`, `np.array` of the nested list, the signature, "
+    "flask": "Stdlib `json.loads`, `np.array` of the nested list, the signature, "
              "`jsonify(out.tolist())`; `app.run(threaded=True)` (bench/flask_peer.py).",
-    "fastapi": "a pydantic `instances: List[List[List[List[float]]]]` body, a plain `def` "
+    "fastapi": "A pydantic `instances: List[List[List[List[float]]]]` body, an `async def` "
                "endpoint, `np.array`, the signature, a dict returned (bench/fastapi_peer.py).",
     "ours": "`python -m tfserve_magic serve --model_name=MLP --model_base_path=...`.",
-    "ours_batching": "the same with `--enable_batching "
+    "ours_batching": "The same with `--enable_batching "
                      "--batching_parameters_file=bench/batching.pbtxt`.",
-    "tfs": "the real TF Serving binary with `--rest_api_port`.",
-    "ceiling": "one loop of orjson parse, `np.asarray`, the signature call and an orjson dump "
-               "on the same bodies, no HTTP, in its own process (bench/ceiling.py); "
-               "shown as one number per body.",
+    "tfs": "The real TF Serving binary with `--rest_api_port`.",
+    "ceiling": "One loop of orjson parse, `np.asarray`, the signature call and an orjson dump "
+               "on the same bodies, no HTTP, in its own process with the model's objects "
+               "frozen out of the garbage collector (bench/ceiling.py); one number per body.",
 }
 
 
@@ -353,6 +357,26 @@ def _targets_section(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sweep_section(results: dict) -> str:
+    rows = results.get("batching_sweep")
+    if not rows:
+        return ""
+    used = (REPO / "bench" / "batching.pbtxt").read_text()
+    used_lines = [x.strip() for x in used.splitlines() if x.strip() and not x.startswith("#")]
+    lines = ["## Batching parameters sweep", "",
+             "`--enable_batching` with other `--batching_parameters_file` settings, each a "
+             "fresh server, 1-image requests at c=32 (one measurement each; "
+             "`max_enqueued_batches` 100). The main run uses `bench/batching.pbtxt`: "
+             + ", ".join(f"`{x}`" for x in used_lines) + ".", "",
+             "| max_batch_size | batch_timeout_micros | num_batch_threads | req/s | p50 ms | "
+             "p99 ms | errors |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['max_batch_size']} | {row['batch_timeout_micros']} | "
+                     f"{row['num_batch_threads']} | {_fmt(row['per_second'])} | "
+                     f"{_fmt(row['p50_ms'], 2)} | {_fmt(row['p99_ms'], 2)} | {row['errors']} |")
+    return "\n".join(lines) + "\n"
+
+
 def _decode_section(results: dict) -> str:
     decode = results.get("decode")
     lines = ["## Decode speed", ""]
@@ -360,9 +384,24 @@ def _decode_section(results: dict) -> str:
         lines.append("Not measured in this run (`bench/decode_speed.py` missing or "
                      "`--no-decode`).")
         return "\n".join(lines) + "\n"
+    rows = (decode.get("data") or {}).get("rows")
     lines.append("JSON body to numpy array only (no HTTP, no model), from "
-                 "`python -m bench.decode_speed`:")
-    lines += ["", "```", decode.get("output", "").strip(), "```", ""]
+                 "`python -m bench.decode_speed` (MNIST-like bodies, about 80% zeros, as "
+                 "`json.dumps` or orjson of `x.tolist()` writes them):")
+    lines.append("")
+    if not rows:
+        lines += ["```", decode.get("output", "").strip() or "(no output)", "```", ""]
+        return "\n".join(lines)
+    lines += ["| images | written by | bytes | orjson + `np.asarray` ms | our codec ms | "
+              "speed-up |", "|---:|---|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['n_images']} | {row['style']} | {row['bytes']:,} | "
+                     f"{row['baseline_ms']:.3f} | {row['ours_ms']:.3f} | "
+                     f"{row['baseline_ms'] / row['ours_ms']:.2f}x |")
+    extra = [x for x in decode.get("output", "").splitlines() if x.startswith("encode")]
+    if extra:
+        lines += ["", "Response side: " + "; ".join(extra) + "."]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -424,8 +463,10 @@ def _profile_section(results: dict) -> str:
             lines.append("Targets were missed but no profile was taken (`--profile never`, or "
                          "py-spy is not installed: `pip install py-spy`).")
         else:
-            lines.append("Every measured target passed; no profile was needed "
-                         "(`--profile always` takes one anyway).")
+            unmeasured = sum(t["status"] == "n/a" for t in results["targets"])
+            lines.append("No measured target was missed, so no profile was taken (`--profile "
+                         "always` takes one anyway)"
+                         + (f"; {unmeasured} target(s) were not measured." if unmeasured else "."))
         return "\n".join(lines) + "\n"
     lines.append("py-spy samples of our server (`py-spy record --nonblocking`, started as "
                  "py-spy's child), under the load of the missed targets. Samples are of "
@@ -441,9 +482,12 @@ def _profile_section(results: dict) -> str:
             lines += ["| part | share of samples |", "|---|---:|"]
             lines += [f"| {name} | {share:.1f}% |" for name, _, share in profile["categories"]]
             lines.append("")
-        lines += ["| function (self time) | share | | function (inclusive) | share |",
+        lines += ["| function, self time (any code) | share | | our function, inclusive | share |",
                   "|---|---:|---|---|---:|"]
-        for own, total in zip(profile["self"], profile["inclusive"]):
-            lines.append(f"| `{own[0]}` | {own[2]:.1f}% | | `{total[0]}` | {total[2]:.1f}% |")
+        ours = profile["inclusive"]
+        for index, own in enumerate(profile["self"]):
+            total = ours[index] if index < len(ours) else None
+            right = f"`{total[0]}` | {total[2]:.1f}%" if total else " | "
+            lines.append(f"| `{own[0]}` | {own[2]:.1f}% | | {right} |")
         lines.append("")
     return "\n".join(lines)

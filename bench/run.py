@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -18,6 +21,7 @@ from pathlib import Path
 from bench import load, report, timings
 from bench.model import BODY_SIZES, BenchAssets
 from bench.peers import PEERS, REPO, CeilingPeer, RunningPeer, start_peer, tf_env, wait_ready
+from bench.sweep import sweep
 
 HTTP_PEERS = ("flask", "fastapi", "ours", "ours_batching", "tfs")
 SAMPLE_CHECKS = 3  # responses per wrk measurement whose values the Python client checks
@@ -44,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing")
     parser.add_argument("--no-hot-swap", action="store_true", help="skip the hot-swap timing")
     parser.add_argument("--no-decode", action="store_true", help="skip the decode-speed run")
+    parser.add_argument("--batching-sweep", choices=["auto", "on", "off"], default="auto",
+                        help="try a few batching settings at 1 image, c=32 (auto: not with "
+                             "--quick)")
     parser.add_argument("--build-dir", type=Path, default=REPO / "build" / "bench")
     parser.add_argument("--docs-dir", type=Path, default=REPO / "docs",
                         help="where benchmarks.md and benchmarks.png are written")
@@ -52,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.seconds = args.seconds or (2.0 if args.quick else 6.0)
     args.warmup = 0.5 if args.quick else 1.5
     args.repeats = 1 if args.quick else 3
+    if args.batching_sweep == "auto":
+        args.batching_sweep = "off" if args.quick else "on"
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.bodies = [int(n) for n in args.bodies.split(",")]
     unknown = set(args.bodies) - set(BODY_SIZES)
@@ -167,24 +176,42 @@ def summarise(rows: list) -> list:
     return summary
 
 
-def run_decode_speed(build_dir: Path) -> dict | None:
-    """The codec's own decode benchmark (bench/decode_speed.py), when it is there."""
-    script = Path(__file__).with_name("decode_speed.py")
-    if not script.exists():
+_DECODE_ROW = re.compile(
+    r"^(?P<n>\d+) image\(s\), (?P<style>\S+)\s+(?P<bytes>\d+)\s+(?P<base>[\d.]+)ns\s+"
+    r"(?P<ours>[\d.]+)ns\s+(?P<speedup>[\d.]+)x"
+)
+
+
+def run_decode_speed() -> dict | None:
+    """The codec's own decode benchmark (bench/decode_speed.py, the codec's file), parsed."""
+    if not Path(__file__).with_name("decode_speed.py").exists():
         return None
     done = subprocess.run(
-        [sys.executable, "-m", "bench.decode_speed", "--json", str(build_dir / "decode.json")],
+        [sys.executable, "-m", "bench.decode_speed"],
         cwd=REPO, env=tf_env(), capture_output=True, text=True, timeout=600,
     )
     result = {"returncode": done.returncode, "output": done.stdout[-4000:] + done.stderr[-2000:]}
-    json_file = build_dir / "decode.json"
-    if done.returncode == 0 and json_file.exists():
-        result["data"] = json.loads(json_file.read_text())
+    rows = []
+    for line in done.stdout.splitlines():
+        match = _DECODE_ROW.match(line.strip())
+        if match:
+            rows.append({
+                "n_images": int(match["n"]), "style": match["style"], "bytes": int(match["bytes"]),
+                "baseline_ms": float(match["base"]) / 1e6, "ours_ms": float(match["ours"]) / 1e6,
+            })
+    if done.returncode == 0 and rows:
+        data = {"rows": rows}
+        classic = [r for r in rows if r["n_images"] == 100 and r["style"] == "json.dumps"]
+        if classic:  # what the classic clients send, like the served bodies
+            data["speedup_100"] = classic[0]["baseline_ms"] / classic[0]["ours_ms"]
+        result["data"] = data
     return result
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C does, so every `finally` stops the peers it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     build_dir = args.build_dir
     build_dir.mkdir(parents=True, exist_ok=True)
     workdir = build_dir / "run"
@@ -201,7 +228,7 @@ def main(argv=None) -> int:
     results["data_source"] = assets.data_source
     if not args.no_decode:
         log("Decode speed (bench/decode_speed.py) ...")
-        results["decode"] = run_decode_speed(build_dir)
+        results["decode"] = run_decode_speed()
     if not args.no_startup:
         log("Start-up: bare `import tensorflow` vs `%tfserve start` to AVAILABLE ...")
         results["startup"] = _guarded(timings.measure_startup, assets, workdir / "startup",
@@ -212,7 +239,14 @@ def main(argv=None) -> int:
         for key in args.peers:
             peers[key] = start_peer(key, assets.versions["A"], assets.base_path, workdir)
         probe = assets.body_bytes(1)
-        results["ready_s"] = {key: wait_ready(peer, probe) for key, peer in peers.items()}
+        results["ready_s"], results["failed_peers"] = {}, {}
+        for key in list(peers):
+            try:
+                results["ready_s"][key] = wait_ready(peers[key], probe)
+            except RuntimeError as exc:  # reported, and the run goes on without it
+                log(f"  {key} left out: {exc}")
+                results["failed_peers"][key] = str(exc)[:1500]
+                peers.pop(key).stop()
         log(f"Measuring: {args.rounds} round(s) x {len(args.bodies)} bodies x "
             f"{len(args.concurrency)} concurrencies x {args.seconds:g} s, via {args.generator}")
         results["measurements"] = run_rounds(args, assets, peers)
@@ -225,9 +259,14 @@ def main(argv=None) -> int:
         log("Hot swap: a new version folder renamed in, until it answers ...")
         results["hot_swap"] = _guarded(timings.measure_hot_swap, assets, workdir, args.repeats,
                                        log=log)
+    if args.batching_sweep == "on" and "ours_batching" in args.peers:
+        log("Batching parameters sweep (1 image, c=32) ...")
+        results["batching_sweep"] = sweep(assets, workdir / "sweep", args.seconds,
+                                          args.generator, log=log)
     results["targets"] = report.evaluate_targets(results)
     results["profiles"] = _profiles(args, assets, workdir, results["targets"])
     results["elapsed_s"] = time.time() - started
+    results["machine"]["load_average_end"] = os.getloadavg()
     (build_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     md_path, png_path = args.docs_dir / "benchmarks.md", args.docs_dir / "benchmarks.png"
     report.write_chart(results, png_path)

@@ -517,12 +517,11 @@ import shutil
 import subprocess
 
 if shutil.which("curl"):
-    reply = subprocess.run(
-        ["curl", "-sS", "--fail", "-X", "POST", "-d", "@request.json", url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    from_curl = np.array(json.loads(reply)["predictions"]).argmax(-1)
-    print("curl:", from_curl)
+    command = ["curl", "-sS", "-X", "POST", "-d", "@request.json", url]
+    answer = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    if "error" in answer:
+        raise RuntimeError(f"the server answered: {answer['error']}")
+    print("curl:", np.array(answer["predictions"]).argmax(-1))
 else:
     print("curl is not installed here; the command would be:")
     print(f"curl -X POST -d @request.json {url}")"""),
@@ -531,11 +530,12 @@ else:
 import requests
 
 reply = requests.post(url, json=body, timeout=30)
-reply.raise_for_status()
-from_requests = np.array(reply.json()["predictions"]).argmax(-1)
-print("requests:", from_requests)
+if not reply.ok:
+    raise RuntimeError(f"HTTP {reply.status_code}: {reply.text}")
+print("requests:", np.array(reply.json()["predictions"]).argmax(-1))
 metadata = requests.get(f"{server.url}/v1/models/MLP/metadata", timeout=30).json()
-print("signatures:", sorted(metadata["metadata"]["signature_def"]["signature_def"]))"""),
+signatures = metadata["metadata"]["signature_def"]["signature_def"]
+print("signatures:", [name for name in sorted(signatures) if not name.startswith("__")])"""),
     md("## Node.js (built-in `fetch`, Node 18+)"),
     code("""
 %%predict MLP --show node
@@ -545,24 +545,38 @@ NODE_CLIENT = '''
 const fs = require("fs");
 const [url, file] = process.argv.slice(2);
 fetch(url, {method: "POST", body: fs.readFileSync(file)})
-  .then((r) => { if (!r.ok) throw new Error(`HTTP ${r.status}`); return r.json(); })
+  .then(async (r) => {
+    const answer = await r.json();
+    if (!r.ok) throw new Error(`HTTP ${r.status}: ${answer.error}`);
+    return answer;
+  })
   .then((j) => console.log(JSON.stringify(j.predictions.map((p) => p.indexOf(Math.max(...p))))))
   .catch((e) => { console.error(e.message); process.exit(1); });
 '''
 if shutil.which("node"):
     with open("client.js", "w") as f:
         f.write(NODE_CLIENT)
-    out = subprocess.run(
-        ["node", "client.js", url, "request.json"], capture_output=True, text=True, check=True
-    ).stdout
-    print("node:", json.loads(out))
+    command = ["node", "client.js", url, "request.json"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the Node.js client failed: {done.stderr}")
+    print("node:", json.loads(done.stdout))
 else:
     print("node is not installed here; client.js would print the predicted classes")"""),
-    md("## In production: `tensorflow_model_server` or Docker"),
+    md("""
+## In production: `tensorflow_model_server` or Docker
+
+The numbered folders under `./saved` are what TensorFlow Serving loads, so the same requests
+work against its own binary or its Docker image. (`exported.server_command` holds the binary's
+command too, with the folder name as the model name.)
+"""),
     code("""
 base_path = exported.base_path.resolve()
-print("# the same SavedModel with TensorFlow Serving's own binary:")
-print(exported.server_command)
+print("# the same SavedModel, same model name and REST API, with TensorFlow Serving's binary:")
+print(
+    "tensorflow_model_server --rest_api_port=8501 --model_name=MLP "
+    f"--model_base_path={base_path}"
+)
 print()
 print("# or with the official Docker image:")
 print(

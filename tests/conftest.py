@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,16 @@ def _server_pids() -> set[int]:
     return {int(pid) for pid in out.split()} - {os.getpid()}
 
 
+def _started_by_this_run(pid: int, registry: str) -> bool:
+    """Servers inherit TFSERVE_MAGIC_HOME from the run that started them; other test runs on
+    the same machine (their servers match SERVER_PATTERN too) must not be killed by this one."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (or gone): judge by the pattern alone
+    return f"TFSERVE_MAGIC_HOME={registry}".encode() in environ
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_orphan_servers(tmp_path_factory):
     """Fail the run if any model-server process started during the tests outlives them."""
@@ -35,10 +46,14 @@ def no_orphan_servers(tmp_path_factory):
     os.environ["TFSERVE_MAGIC_HOME"] = str(registry)
     yield
     deadline = time.time() + 10
-    left = _server_pids() - before
+
+    def ours_left():
+        return {p for p in _server_pids() - before if _started_by_this_run(p, str(registry))}
+
+    left = ours_left()
     while left and time.time() < deadline:
         time.sleep(0.2)
-        left = _server_pids() - before
+        left = ours_left()
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -258,7 +258,7 @@ def test_start_reuse_restart_stop(model_dir, tmp_path):
     assert first.models == {"half": [1]} and not first.reused
     assert first.backend == "python" and first.devices == ["CPU:0"]
     assert first.summary() == f"Serving half v1 at {first.url} (pid {first.pid})"
-    assert predict(first.url, "half", [[2.0, 4.0, 6.0]]) == [{"y": [3.0, 4.0, 5.0]}]
+    assert predict(first.url, "half", [[2.0, 4.0, 6.0]]) == [[3.0, 4.0, 5.0]]
     record = json.loads((manager.state_dir() / "half.json").read_text())
     assert record["pid"] == first.pid and record["owner_pid"] == os.getpid()
     info = json.loads(Path(record["info_path"]).read_text())
@@ -306,8 +306,8 @@ def test_two_servers_side_by_side_and_port_taken(model_dir):
         a = manager.start("a", model_dir, port=port)
         b = manager.start("b", model_dir, port=port)
         assert port not in (a.port, b.port) and a.port != b.port
-        assert predict(a.url, "a", [[0.0, 0.0, 0.0]]) == [{"y": [2.0, 2.0, 2.0]}]
-        assert predict(b.url, "b", [[2.0, 2.0, 2.0]]) == [{"y": [3.0, 3.0, 3.0]}]
+        assert predict(a.url, "a", [[0.0, 0.0, 0.0]]) == [[2.0, 2.0, 2.0]]
+        assert predict(b.url, "b", [[2.0, 2.0, 2.0]]) == [[3.0, 3.0, 3.0]]
         assert sorted(h.name for h in manager.servers()) == ["a", "b"]
 
         with pytest.raises(StartError) as err:
@@ -419,7 +419,7 @@ def test_tensorflow_model_server_backend(model_dir, tmp_path, monkeypatch):
     assert handle.backend == "tensorflow_model_server"
     assert handle.summary().endswith(", tensorflow_model_server)")
     assert handle.models == {"tfms": [1]}
-    assert predict(handle.url, "tfms", [[2.0, 2.0, 2.0]]) == [{"y": [3.0, 3.0, 3.0]}]
+    assert predict(handle.url, "tfms", [[2.0, 2.0, 2.0]]) == [[3.0, 3.0, 3.0]]
     argv = json.loads((manager.state_dir() / "tfms.json").read_text())["argv"]
     assert str(fake) in argv and not any(a.startswith(("--info_file", "--host")) for a in argv)
     assert handle.port == port
@@ -430,6 +430,77 @@ def test_tensorflow_model_server_backend(model_dir, tmp_path, monkeypatch):
     assert manager.status("tfms")["tfms"][0]["state"] == "AVAILABLE"
     [stopped] = manager.stop("tfms")
     assert wait_gone(stopped.pid, 10)
+    left = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True).stdout
+    assert left.strip() == ""
+
+
+def test_config_file_serves_several_models_and_the_cli_sees_them(model_dir, tmp_path, monkeypatch):
+    save_half_plus_two(tmp_path / "plus3", offset=3.0)
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        f'  config {{ name: "half" base_path: "{model_dir}" model_platform: "tensorflow" }}\n'
+        '  config { name: "plus3" base_path: "plus3" model_platform: "tensorflow" }\n'
+        "}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # relative config path and relative base_path inside it
+    handle = manager.start(None, config="models.config", port=0)
+    assert handle.name == "models" and handle.models == {"half": [1], "plus3": [1]}
+    assert handle.summary() == f"Serving half v1, plus3 v1 at {handle.url} (pid {handle.pid})"
+    assert handle.config == str(config)
+    assert manager.find_model("plus3") == (handle.url, "plus3")
+    assert predict(handle.url, "plus3", [[0.0, 2.0, 4.0]]) == [[3.0, 4.0, 5.0]]
+
+    import tfserve_magic
+
+    client = tfserve_magic.Client("plus3")
+    assert client.predict(instances=[[2.0, 2.0, 2.0]]).tolist() == [[4.0, 4.0, 4.0]]
+    assert handle.client.model_name == "half"
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "tfserve_magic", *args], cwd=REPO, capture_output=True,
+            text=True, timeout=60,
+        )
+
+    listing = cli("list")
+    assert listing.returncode == 0 and "half v1, plus3 v1" in listing.stdout
+    assert handle.url in listing.stdout
+    status = cli("status", "models")
+    assert status.stdout.count("AVAILABLE") == 2
+    assert cli("logs", "models", "-n", "2").stdout.count("\n") == 2
+    missing = cli("status", "nothing")
+    assert missing.returncode == 1 and "no running server named 'nothing'" in missing.stderr
+    stop = cli("stop", "models")
+    assert stop.stdout.strip() == f"Stopped models (pid {handle.pid})"
+    assert wait_gone(handle.pid, 5) and manager.servers() == []
+
+
+def _fake_binary(tmp_path: Path, body: str) -> Path:
+    fake = tmp_path / "tensorflow_model_server"
+    fake.write_text("#!/bin/sh\n" + body + "\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_a_server_that_exits_early_reports_its_log(model_dir, tmp_path, monkeypatch):
+    fake = _fake_binary(tmp_path, 'echo "Failed to start server. Error: $1 is not ok" >&2; exit 3')
+    monkeypatch.setenv(manager.MODEL_SERVER_VAR, str(fake))
+    result = manager.start_result("early", model_dir, backend="tensorflow_model_server")
+    assert isinstance(result, manager.Failed) and result.exit_code == 3
+    assert "exited with code 3: Failed to start server. Error: --port=" in result.reason
+    assert manager.servers() == []
+
+
+def test_a_server_that_never_gets_ready_times_out_and_is_stopped(model_dir, tmp_path, monkeypatch):
+    pid_file = tmp_path / "pid"
+    fake = _fake_binary(tmp_path, f"echo waiting for nothing; echo $$ > {pid_file}; exec sleep 60")
+    monkeypatch.setenv(manager.MODEL_SERVER_VAR, str(fake))
+    with pytest.raises(StartError, match="within 2s and was stopped") as err:
+        manager.start("slow", model_dir, backend="tensorflow_model_server", timeout=2)
+    assert "waiting for nothing" in err.value.log_tail
+    assert manager.servers() == []
+    assert wait_gone(int(pid_file.read_text()), 5)  # the binary under its supervisor, too
     left = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True).stdout
     assert left.strip() == ""
 

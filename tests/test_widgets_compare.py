@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures.server import start_server
 from tfserve_magic.client import Client
-from tfserve_magic.widgets import PredictionExplorer, VersionCompare
+from tfserve_magic.widgets import DrawDigit, PredictionExplorer, VersionCompare
 
 N = 200
 
@@ -173,4 +173,5 @@ def test_magics_build_the_widgets(shell, two_version_server, data):
     assert isinstance(explorer, PredictionExplorer) and len(explorer.y_pred) == 40
     assert explorer.status.kind == "ok"
     drawer = shell.run_line_magic("tfserve", f"draw {url} --x x_test --y y_test")
-    assert drawer.picker is None or drawer.picker.max == N - 1
+    assert isinstance(drawer, DrawDigit) and len(drawer.images) == N
+    assert drawer.input_shape == (28, 28, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import sys
 
@@ -111,7 +112,8 @@ def test_fallback_uploads_a_dark_on_light_png(client, mnist):
     buffer = io.BytesIO()
     Image.fromarray((paper * 255).astype(np.uint8)).resize((104, 104)).save(buffer, "PNG")
     upload = {"name": "digit.png", "type": "image/png", "size": len(buffer.getvalue()),
-              "content": memoryview(buffer.getvalue()), "last_modified": 0}
+              "content": memoryview(buffer.getvalue()),
+              "last_modified": datetime.datetime.now(datetime.timezone.utc)}
     widget.upload.value = (upload,)  # what the FileUpload widget does after a pick
     assert widget.status.kind == "ok", widget.status.value
     image = widget.current_image()

@@ -125,6 +125,16 @@ def test_confusion_matrix_cells_select_what_the_gallery_shows(explorer, data, di
     assert f"showing {counts[2, 2]} of {N}" in explorer.summary.value
 
 
+def test_class_names_label_captions_and_filters(client, data, direct):
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    widget = PredictionExplorer(client, data[0][:30], data[1][:30], class_names=names)
+    first = widget.gallery.tiles[0][2].value
+    assert f"pred {names[direct[0]]} / true {names[data[1][0]]}" in first
+    assert ("7: seven", 7) in widget.true_class.options
+    widget.select_cell(7, 7)
+    assert "true seven, pred seven" in widget.summary.value
+
+
 def test_errors_show_in_the_status_line(mlp_server, data):
     widget = PredictionExplorer(mlp_server.url + "/v1/models/MLP", *data, version=7, timeout=10)
     assert widget.status.kind == "error"

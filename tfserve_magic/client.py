@@ -99,32 +99,84 @@ def _json_default(obj):
     raise TypeError(f"cannot send a value of type {type(obj).__name__} as JSON")
 
 
-def _plain(obj):
-    """The body as plain Python values, for the json module (NaN/Infinity fallback)."""
+_TOKENS = {"nan": b"NaN", "inf": b"Infinity", "-inf": b"-Infinity"}
+
+
+def _token(value: float) -> bytes:
+    return _TOKENS["nan" if value != value else ("inf" if value > 0 else "-inf")]
+
+
+def _array_with_tokens(array: np.ndarray) -> orjson.Fragment:
+    """A float array holding NaN/Inf, encoded by orjson with TF Serving's tokens spliced in.
+
+    Each kind of non-finite value is replaced by a finite sentinel the array does not hold;
+    in orjson's compact output every number sits between ``[``/``,`` and ``,``/``]``, so the
+    sentinel's text is replaced exactly.
+    """
+    array = np.ascontiguousarray(array)
+    finite = np.isfinite(array)
+    top = np.finfo(array.dtype).max
+    values = array[finite]
+    sentinels = []
+    for k in range(64):  # the largest magnitudes: almost never in real data
+        candidate = top / 2.0**k
+        if not ((values == candidate) | (values == -candidate)).any():
+            sentinels.append(candidate)
+            if len(sentinels) == 3:
+                break
+    patched = array.copy()
+    replacements = []
+    for kind, sentinel in zip(("nan", "inf", "-inf"), sentinels):
+        mask = np.isnan(array) if kind == "nan" else array == float(kind)
+        if mask.any():
+            patched[mask] = sentinel
+            text = orjson.dumps(np.array([sentinel], dtype=array.dtype), option=_NUMPY)[1:-1]
+            replacements.append((text, _TOKENS[kind]))
+    data = orjson.dumps(patched, option=_NUMPY)
+    for text, token in replacements:
+        data = re.sub(rb"(?<=[\[,])" + re.escape(text) + rb"(?=[\],])", token, data)
+    return orjson.Fragment(data)
+
+
+def _with_tokens(obj):
+    """The body with every non-finite float turned into an orjson Fragment of its token."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else orjson.Fragment(_token(obj))
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {k: _with_tokens(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, np.ndarray) and obj.dtype.kind in "fiub":
-        return obj.tolist()
-    return _plain(_json_default(obj))
+        return [_with_tokens(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "f" and obj.ndim and not np.isfinite(obj).all():
+            return _array_with_tokens(obj)
+        if obj.dtype.kind == "O":
+            return _with_tokens(obj.tolist())
+        return _with_tokens(obj.item()) if obj.ndim == 0 and obj.dtype.kind == "f" else obj
+    if isinstance(obj, np.floating):
+        return obj if np.isfinite(obj) else orjson.Fragment(_token(float(obj)))
+    if isinstance(obj, Prediction):
+        return _with_tokens(obj.outputs)
+    if hasattr(obj, "__array__") and not isinstance(obj, np.generic):
+        return _with_tokens(np.asarray(obj))
+    return obj
+
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
 def encode_json(body) -> bytes:
     """Encode a request body; NaN and ±Infinity are written as TF Serving's bare tokens.
 
     orjson (fast, numpy-aware) writes ``null`` for non-finite floats, which TF Serving rejects,
-    so a body whose encoding holds ``null`` is re-encoded with the json module, which writes
-    ``NaN``/``Infinity``/``-Infinity`` (and still ``null`` for a real None).
+    so a body whose encoding holds ``null`` is encoded again with those values spliced in as
+    ``NaN``/``Infinity``/``-Infinity`` (a real None stays ``null``).
     """
     try:
-        data = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY, default=_json_default)
+        data = orjson.dumps(body, option=_NUMPY, default=_json_default)
+        if b"null" in data:
+            data = orjson.dumps(_with_tokens(body), option=_NUMPY, default=_json_default)
     except orjson.JSONEncodeError as exc:  # our default's message says which value
         raise TypeError(str(exc.__cause__ or exc)) from None
-    if b"null" in data:
-        data = json.dumps(_plain(body), allow_nan=True, separators=(",", ":")).encode("utf-8")
     return data
 
 
@@ -563,6 +615,8 @@ class Client:
                     f"the server at {self.base_url} has no model named {self.model_name!r} "
                     "(model names are case-sensitive); `%tfserve list` shows what runs here"
                 )
+            if not (400 <= exc.status_code < 500 or exc.status_code == 501):
+                return None  # the server failed, not the request
             meta = self._hint_metadata(version, label)
             if meta is None:
                 return None
@@ -653,9 +707,15 @@ class Client:
         for start in range(0, len(rows), size):
             chunk = rows.slice(start, min(start + size, len(rows)))
             body = _with_signature({"instances": chunk}, signature_name)
-            response, seconds = self._post(
-                ":predict", body, version, label, rows.describe(), signature_name
-            )
+            try:
+                response, seconds = self._post(
+                    ":predict", body, version, label, rows.describe(), signature_name
+                )
+            except ServingError as exc:
+                if len(rows) > size:  # say which part of the batch failed
+                    stop = min(start + size, len(rows))
+                    exc.message += f" (in the chunk of instances {start}..{stop - 1} of {len(rows)})"
+                raise
             responses.append(response)
             latencies.append(seconds)
             parts.append(_outputs(response, row=True, dtypes=dtypes))

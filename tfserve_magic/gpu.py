@@ -173,14 +173,17 @@ def plan(gpu: str | int | None = "auto", environ: dict[str, str] | None = None) 
     """The child's GPU environment for ``--gpu`` as the kernel sees its devices now."""
     environ = dict(os.environ if environ is None else environ)
     request = parse_request(gpu)
-    kernel_tf = kernel_tf_state()
+    system_gpus = _system_gpu_count()
+    hidden = environ.get(VISIBLE_VAR, None) in ("", "-1")
+    # on a machine without GPUs TF has nothing to say, and asking it can log CUDA errors
+    kernel_tf = None if system_gpus == 0 or hidden else kernel_tf_state()
     visible = derive_visible_devices(request, environ.get(VISIBLE_VAR), kernel_tf)
     result = GpuPlan()
     if visible is not None:
         result.env[VISIBLE_VAR] = visible
     if visible != "" and GROWTH_VAR not in environ:
         result.env[GROWTH_VAR] = "true"
-    gpu_count = kernel_tf.physical if kernel_tf is not None else _system_gpu_count()
+    gpu_count = kernel_tf.physical if kernel_tf is not None else system_gpus
     result.label = label_for(visible, gpu_count)
     warning = memory_warning(kernel_tf, environ, visible)
     if warning:

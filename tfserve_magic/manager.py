@@ -616,6 +616,7 @@ class _Spec:
     backend: str
     binary: str | None
     key: dict = field(default_factory=dict)
+    served_config: str | None = None  # what the server reads: ``config`` with absolute paths
 
 
 @dataclass
@@ -652,6 +653,18 @@ def _config_models(text: str) -> list[str]:
     return re.findall(r"\bname\s*:\s*[\"']([^\"']+)[\"']", text)
 
 
+def _absolute_base_paths(text: str) -> str:
+    """The config text with each relative ``base_path`` resolved against the working folder."""
+
+    def resolve(match: re.Match) -> str:
+        path = Path(match.group(2)).expanduser()
+        if path.is_absolute():
+            return match.group(0)
+        return f'{match.group(1)}"{Path.cwd() / path}"'
+
+    return re.sub(r"(\bbase_path\s*:\s*)[\"']([^\"']+)[\"']", resolve, text)
+
+
 def _resolve_backend(backend: str) -> tuple[str, str | None]:
     if backend not in ("auto", "python", MODEL_SERVER_BINARY):
         raise StartError(f"--backend must be auto, python or {MODEL_SERVER_BINARY}, not {backend!r}")
@@ -685,7 +698,14 @@ def _resolve(name, base_path, config, backend, key_options) -> _Spec:
             raise StartError(f"{config_path} names no model (expected config {{ name: \"...\" }})")
         name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", config_path.stem)
         base, config_abs = None, str(config_path)
+        served_config = config_abs
         extra_key = {"config_sha256": hashlib.sha256(text.encode()).hexdigest()}
+        if _NAME_RE.fullmatch(name):
+            absolute = _absolute_base_paths(text)
+            if absolute != text:  # TF Serving needs absolute base paths: write a resolved copy
+                resolved = state_dir() / f"{name}.config"
+                resolved.write_text(absolute)
+                served_config = str(resolved)
     else:
         if not name or base_path is None:
             raise StartError("start needs a NAME and a BASE_PATH (or a model config file)")
@@ -703,7 +723,7 @@ def _resolve(name, base_path, config, backend, key_options) -> _Spec:
                 f"{base_dir} holds no model versions: TF Serving expects numbered subfolders "
                 f"such as {base_dir}/1/saved_model.pb (`%tfserve export` writes them){hint}"
             )
-        models, base, config_abs, extra_key = [name], str(base_dir), None, {}
+        models, base, config_abs, served_config, extra_key = [name], str(base_dir), None, None, {}
     if not _NAME_RE.fullmatch(name):
         raise StartError(
             f"server name {name!r} must be letters, digits, '_', '.' or '-' (at most 100)"
@@ -711,7 +731,7 @@ def _resolve(name, base_path, config, backend, key_options) -> _Spec:
     kind, binary = _resolve_backend(backend)
     key = {"name": name, "base_path": base, "config": config_abs, "backend": kind,
            "binary": binary, **key_options, **extra_key}
-    return _Spec(name, base, config_abs, models, kind, binary, key)
+    return _Spec(name, base, config_abs, models, kind, binary, key, served_config)
 
 
 def _free_port(first: int, retries: int) -> int:
@@ -780,8 +800,8 @@ def _launch(
         if stale.exists():
             stale.unlink()
     models_flags = (
-        [f"--model_config_file={spec.config}"]
-        if spec.config
+        [f"--model_config_file={spec.served_config}"]
+        if spec.served_config
         else [f"--model_name={name}", f"--model_base_path={spec.base_path}"]
     )
     poll_flags = (

@@ -193,7 +193,7 @@ class ServingApp:
         servable = self.manager.resolve(name, version, label)  # step 3
         signature = servable.signature(request.signature_name)
         tensors, row = codec.decode_predict(request, signature.specs)  # steps 4-5
-        outputs = await self._run(servable, signature, tensors, batchable=True)  # step 6
+        outputs = await self._run(servable, signature, tensors, api="predict")  # step 6
         return codec.encode_predict(outputs, row)  # step 7
 
     async def _classify_regress(self, api, name, version, label, body: bytes) -> bytes:
@@ -209,7 +209,7 @@ class ServingApp:
             raise invalid(f"Expected {what} input Tensor of DT_STRING in SignatureDef")
         serialized = np.empty(len(request.serialized), dtype=object)
         serialized[:] = list(request.serialized)
-        outputs = await self._run(servable, signature, {"inputs": serialized}, batchable=False)
+        outputs = await self._run(servable, signature, {"inputs": serialized}, api=api)
         count = len(serialized)
         if self.metrics is not None:
             self.metrics.example_counts.observe(count, name)
@@ -218,25 +218,27 @@ class ServingApp:
             return codec.encode_classify(*_classification_outputs(outputs, count))
         return codec.encode_regress(_regression_outputs(outputs, count))
 
-    async def _run(self, servable, signature, tensors, *, batchable: bool) -> dict:
+    async def _run(self, servable, signature, tensors, *, api: str) -> dict:
         """Run the model: batched, inline when cheap, otherwise in the pool with a deadline."""
-        if self.batcher is not None and batchable:
+        if self.batcher is not None and api == "predict":
             key = (servable.model_name, servable.version, signature.name)
             future = self.batcher.submit(key, signature, tensors)
             return await self._deadline(asyncio.wrap_future(future))
         elements = sum(int(np.size(v)) for v in tensors.values()) or 1
         per_element = signature.seconds_per_element
-        if per_element is not None and per_element * elements <= self.inline_budget_s:
-            started = time.perf_counter()
-            outputs = signature.run(tensors)
-            _learn(signature, elements, time.perf_counter() - started)
-            return outputs
+        metrics = self.metrics
 
         def timed():
             started = time.perf_counter()
             result = signature.run(tensors)
-            _learn(signature, elements, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            _learn(signature, elements, seconds)
+            if metrics is not None:
+                metrics.runtime_latency.observe(seconds * 1e6, servable.model_name, api, "TF")
             return result
+
+        if per_element is not None and per_element * elements <= self.inline_budget_s:
+            return timed()
 
         loop = asyncio.get_running_loop()
         return await self._deadline(loop.run_in_executor(self.executor, timed))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # tensorflow.error.Code name -> HTTP status, exactly as TF Serving maps them.
 HTTP_STATUS = {
     "OK": 200,
@@ -78,18 +80,25 @@ def from_tf_error(exc: BaseException) -> ServingError:
 
 
 def _strip_tf_noise(message: str) -> str:
-    """Drop the graph-execution trace TF appends (it names our internals, not the user's model)."""
+    """Drop what TF wraps around an op's message: the graph-execution header, the Python
+    stack of the op's definition and the node/op suffixes (they name our internals)."""
     for marker in ("\n\nStack trace for op definition:", "\n\t [[{{node", "\n\t [["):
         cut = message.find(marker)
         if cut >= 0:
             message = message[:cut]
-    head = "Graph execution error:\n\n"
-    if message.startswith(head):
-        message = message[len(head):]
-    # "Detected at node ... defined at (most recent call last): ..." is a Python traceback.
-    cut = message.find("Detected at node")
-    if cut >= 0:
-        rest = message[cut:]
-        tail = rest.rfind("\n\n")
-        message = (message[:cut] + rest[tail + 2:]) if tail >= 0 else message[:cut]
-    return message.strip()
+    message = re.sub(r"\s*\[Op:[^\]]*\](?: name:.*)?\s*$", "", message)
+    kept = []
+    in_trace = False
+    for line in message.splitlines():
+        if line.startswith("Graph execution error:"):
+            continue
+        if line.startswith("Detected at node"):
+            in_trace = True
+            continue
+        if in_trace and (line.startswith((" ", "\t")) or line == "<stack traces unavailable>"
+                         or not line.strip()):
+            continue
+        in_trace = False
+        if line.strip() or kept:
+            kept.append(line)
+    return "\n".join(kept).strip() or message.strip()

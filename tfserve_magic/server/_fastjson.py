@@ -1,0 +1,285 @@
+"""Fast path for plain numeric predict bodies: bytes -> numpy without Python floats.
+
+Handles the common request shape ``{"instances": [[...]]}`` / ``{"inputs": [...]}`` (optionally
+with a string ``signature_name`` before or after) whose payload is a rectangular nest of JSON
+numbers. Everything runs as a few vectorised passes over the bytes:
+
+1. Structure: the payload minus its number characters must equal the skeleton (``[``, ``]``,
+   ``,``) of the dense shape inferred from its first elements. That one comparison proves the
+   brackets balance, the nest is rectangular and nothing but numbers sits in it.
+2. Tokens: the edges between separator and number bytes give every token's start and end; each
+   token must sit in a leaf slot (so the count equals the number of leaves).
+3. Grammar: ``-`` only first, at most one ``.`` with digits on both sides, no leading zeros.
+   Tokens with an exponent, ``NaN``/``Infinity`` or more than 18 digits are rare and go through
+   the exact RapidJSON number parser one by one.
+4. Values: every token's last 24 bytes, right-aligned, are turned into a 64-bit integer with a
+   SWAR digit trick (8 digits per multiply chain); the decimal point is then cut out and the
+   result scaled by a power of ten.
+
+Anything unusual returns None and the caller takes the exact path, which also produces
+TF Serving's error messages. The scan never raises for bad input.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from tfserve_magic.server import _rapidjson
+
+__all__ = ["NumericPayload", "scan_predict_body"]
+
+_WS = rb"[ \t\n\r]*"
+_SIG = rb'"signature_name"' + _WS + rb":" + _WS + rb'"([^"\\\x00-\x1f]*)"'
+_HEAD_RE = re.compile(
+    _WS + rb"\{" + _WS + rb"(?:" + _SIG + _WS + rb"," + _WS + rb')?"(instances|inputs)"'
+    + _WS + rb":" + _WS + rb"\["
+)
+_TAIL_RE = re.compile(rb"\]" + _WS + rb"(?:," + _WS + _SIG + _WS + rb")?\}")
+_NUMBER_BYTES = b"0123456789.-+eENaInfity"
+_WIDTH = 24  # bytes per token window (three 8-digit SWAR words)
+_ALLOWED_STEPS = np.zeros(9, dtype=bool)
+_ALLOWED_STEPS[[1 * 3 + 0, 2 * 3 + 0, 2 * 3 + 1, 0 * 3 + 2]] = True
+# _WORD_MASKS[c]: the three 8-byte words of a window whose token starts at column c.
+_WORD_MASKS = np.array(
+    [[(0xFFFFFFFFFFFFFFFF << (8 * min(max(c - 8 * j, 0), 8))) & 0xFFFFFFFFFFFFFFFF
+      for j in range(3)] for c in range(25)],
+    dtype=np.uint64,
+)
+_POW10_U64 = np.array([10**k for k in range(20)], dtype=np.uint64)
+_POW10_F64 = np.array([float(f"1e{k}") for k in range(23)], dtype=np.float64)
+_TWO53 = 2**53
+_INT_RANGES = {  # dtype -> (largest positive, largest magnitude of a negative) TF accepts
+    "int8": (2**31 - 1, 2**31),
+    "int16": (2**31 - 1, 2**31),
+    "int32": (2**31 - 1, 2**31),
+    "uint8": (2**31 - 1, 2**31),
+    "int64": (2**63 - 1, 2**63),
+    "uint32": (2**32 - 1, 0),
+    "uint64": (2**64 - 1, 0),
+}
+
+
+def _swar8(words: np.ndarray) -> np.ndarray:
+    """Eight digit bytes (values 0-9, most significant first) per uint64 -> their number.
+
+    The classic SWAR parse: combine neighbouring digits into 2-, 4-, then 8-digit lanes.
+    """
+    v = words * np.uint64(2561)  # in place from here on: these arrays are the hot loop
+    v >>= np.uint64(8)
+    v &= np.uint64(0x00FF00FF00FF00FF)
+    v *= np.uint64(6553601)
+    v >>= np.uint64(16)
+    v &= np.uint64(0x0000FFFF0000FFFF)
+    v *= np.uint64(42949672960001)
+    v >>= np.uint64(32)
+    return v
+
+
+class NumericPayload:
+    """A validated numeric nest: its shape and per-token integer significands."""
+
+    __slots__ = ("shape", "text", "starts", "ends", "mantissa", "frac_len", "neg", "has_dot",
+                 "special")
+
+    def to_array(self, dtype: np.dtype) -> np.ndarray | None:
+        """The tensor for a float/int signature dtype, or None when the exact path must decide."""
+        kind = dtype.kind
+        if kind == "f" and dtype.itemsize in (4, 8):
+            return self._floats(dtype)
+        if kind in "iu" and dtype.name in _INT_RANGES:
+            return self._ints(dtype)
+        return None
+
+    def _floats(self, dtype) -> np.ndarray | None:
+        mantissa = self.mantissa
+        values = mantissa.astype(np.float64) / _POW10_F64[self.frac_len]
+        neg = self.neg & (self.has_dot | (mantissa != 0))  # "-0" is the integer 0 in RapidJSON
+        np.negative(values, out=values, where=neg)
+        fixups = dict(self.special)
+        if dtype.itemsize == 8:  # float64 must be exact: long significands go through strtod
+            for i in np.flatnonzero(mantissa > np.uint64(_TWO53)).tolist():
+                fixups.setdefault(i, None)
+        for i, token in fixups.items():
+            if token is None:
+                token = self.text[self.starts[i] : self.ends[i]]
+            number = _exact_number(token)
+            if number is None:
+                return None
+            try:
+                values[i] = float(number)
+            except OverflowError:
+                return None  # an integer beyond double: RapidJSON refuses it, let it say so
+        with np.errstate(over="ignore"):
+            return values.reshape(self.shape).astype(dtype, copy=False)
+
+    def _ints(self, dtype) -> np.ndarray | None:
+        if self.special or self.has_dot.any():
+            return None
+        top, bottom = _INT_RANGES[dtype.name]
+        mantissa = self.mantissa
+        neg = self.neg & (mantissa != 0)
+        if neg.any() and (bottom == 0 or int(mantissa[neg].max()) > bottom):
+            return None
+        if (~neg).any() and int(mantissa[~neg].max()) > top:
+            return None
+        if dtype.name == "uint64":
+            return mantissa.reshape(self.shape)
+        values = mantissa.astype(np.int64)
+        np.negative(values, out=values, where=neg)
+        return values.reshape(self.shape).astype(dtype, copy=False)
+
+
+def _exact_number(token: bytes):
+    """RapidJSON's reading of one whole token, or None if it is not exactly one number."""
+    reader = _rapidjson._Reader(token)
+    try:
+        value = reader.parse_number()
+    except _rapidjson.JsonParseError:
+        return None
+    return value if reader.pos == len(token) else None
+
+
+def scan_predict_body(body: bytes):
+    """(signature_name or None, "instances"|"inputs", NumericPayload) or None if not plain."""
+    head = _HEAD_RE.match(body)
+    if head is None:
+        return None
+    end = len(body.rstrip(b" \t\n\r"))
+    if end == 0 or body[end - 1] != 0x7D:  # trailing bytes after "}" are legal but unusual
+        return None
+    close = body.rfind(b"]", head.end(), end)
+    if close < 0:
+        return None
+    tail = _TAIL_RE.fullmatch(body, close, end)
+    if tail is None:
+        return None
+    if head.group(1) is not None and tail.group(1) is not None:
+        return None  # duplicate key: let the exact path apply first-wins
+    sig = head.group(1) if head.group(1) is not None else tail.group(1)
+    payload = _scan_payload(body[head.end() - 1 : close + 1])
+    if payload is None:
+        return None
+    name = None if sig is None else sig.decode("utf-8", "surrogateescape")
+    return name, head.group(2).decode(), payload
+
+
+def _infer_shape(skel: bytes):
+    """Dense shape from the skeleton's first elements, or None; caller compares skeletons."""
+    size = len(skel)
+    rank = size - len(skel.lstrip(b"["))
+    if rank == 0 or rank == size:
+        return None
+    first_close = skel.find(b"]")
+    dims = [first_close - rank + 1]
+    inner = b"[" + b"," * (dims[0] - 1) + b"]"
+    for level in range(rank - 2, -1, -1):
+        if level == 0:
+            last = size - 1
+        else:
+            run = skel.find(b"]" * (rank - level), level)
+            if run < 0:
+                return None
+            last = run + rank - level - 1
+        count, rest = divmod(last - level, len(inner) + 1)
+        if rest or count < 1:
+            return None
+        dims.insert(0, count)
+        inner = b"[" + b",".join([inner] * count) + b"]"
+    return (tuple(dims), inner)
+
+
+def _scan_payload(payload: bytes) -> NumericPayload | None:
+    text = payload.replace(b", ", b",") if b" " in payload else payload
+    skel = text.translate(None, _NUMBER_BYTES)
+    inferred = _infer_shape(skel)
+    if inferred is None or inferred[1] != skel:
+        return None
+    shape = inferred[0]
+    leaves = 1
+    for d in shape:
+        leaves *= d
+
+    a = np.frombuffer(text, dtype=np.uint8)
+    sep = (a == 44) | ((a | 6) == 95)  # ',' or '[' / ']' (the skeleton check excluded '\\^_YZ')
+    # Token starts, token ends and decimal points, merged in order: start [dot] end per token.
+    marks = np.flatnonzero((sep[1:] != sep[:-1]) | (a[1:] == 46)) + 1
+    kinds = sep[marks].view(np.int8) * np.int8(2) + (a[marks] == 46).view(np.int8)
+    if len(kinds) < 2 or kinds[0] != 0 or kinds[-1] != 2:
+        return None
+    step = kinds[1:] * 3 + kinds[:-1]  # (next, previous) pairs; allowed: s->d, s->e, d->e, e->s
+    if not _ALLOWED_STEPS[step].all():
+        return None
+    starts = marks[kinds == 0]
+    end_at = np.flatnonzero(kinds == 2)
+    ends = marks[end_at]
+    if len(starts) != leaves:
+        return None
+    if (a[starts - 1] == 93).any() or (a[ends] == 91).any():
+        return None  # a number outside a leaf slot, e.g. "[1]2" or "1[2]"
+    has_dot = kinds[end_at - 1] == 1
+    dots = marks[end_at[has_dot] - 1]
+    if len(dots) and not (
+        ((a[dots - 1] - np.uint8(48)) < 10).all() and ((a[dots + 1] - np.uint8(48)) < 10).all()
+    ):
+        return None  # ".5", "1.", "-.5"
+    frac_len = np.zeros(leaves, dtype=np.int64)
+    frac_len[has_dot] = ends[has_dot] - dots - 1
+
+    lengths = ends - starts
+    special = set()
+    letters = np.count_nonzero(a > 57) != 2 * skel.count(b"[")
+    if letters or b"+" in text:
+        odd = np.flatnonzero(((a > 57) & ((a | 6) != 95)) | (a == 43))
+        special.update(np.searchsorted(ends, odd, side="right").tolist())
+    long_tokens = lengths > _WIDTH - 1
+    if long_tokens.any():
+        special.update(np.flatnonzero(long_tokens).tolist())
+
+    neg = a[starts] == 45
+    first = starts + neg
+    first_char = a[first]
+    if ((first_char == 48) & ((a[first + 1] - np.uint8(48)) < 10)).any():
+        return None  # "01", "-01"
+    if b"-" in text:
+        minus = np.flatnonzero(a == 45)
+        before = a[minus - 1]
+        after = a[minus + 1]
+        if not (sep[minus - 1] | ((before | 32) == 101)).all():
+            return None  # '-' inside a number ("1-2", "--1")
+        if (sep[minus + 1] | (after == 46) | (after == 45) | (after == 43)).any():
+            return None  # "-", "-.5"
+
+    # Digit values (anything else zeroed), every token right-aligned in a 24-byte window.
+    values = a - np.uint8(48)
+    values *= values < 10
+    padded = np.zeros(len(a) + _WIDTH, dtype=np.uint8)
+    padded[_WIDTH:] = values
+    windows = sliding_window_view(padded, _WIDTH)[ends]
+    words = windows.view("<u8")
+    # Keep only the token's own bytes: columns >= 24 - length, i.e. per 8-byte word a shift.
+    words &= _WORD_MASKS[_WIDTH - np.minimum(lengths, _WIDTH)]
+    words = _swar8(words)
+    top = words[:, 0]
+    too_long = top >= 1000  # more than 19 digits (counting the cut-out '.')
+    if too_long.any():
+        special.update(np.flatnonzero(too_long).tolist())
+        top = np.where(too_long, np.uint64(0), top)
+    with_dot = top * np.uint64(10**16) + words[:, 1] * np.uint64(10**8) + words[:, 2]
+    cut = _POW10_U64[frac_len + has_dot]
+    high = with_dot // cut
+    mantissa = high * _POW10_U64[frac_len] + (with_dot - high * cut)
+
+    result = NumericPayload()
+    result.shape = shape
+    result.text = text
+    result.starts = starts
+    result.ends = ends
+    result.mantissa = mantissa
+    result.frac_len = frac_len
+    result.neg = neg
+    result.has_dot = has_dot
+    result.special = {i: text[starts[i] : ends[i]] for i in special}
+    return result
