@@ -1,9 +1,10 @@
 """Peer (e): the in-process ceiling, the same work as a server minus HTTP.
 
 A loop of orjson parse, ``np.asarray``, the signature call and an orjson dump on the same bodies
-the servers get, with the model's objects frozen out of the garbage collector (``gc.freeze``). It runs as its own process so it shares the machine the way the servers do,
-and answers the harness over stdin/stdout: a line ``{"body": PATH, "seconds": S}`` in, one
-``BENCH {...}`` result line out.
+the servers get, with the model's objects frozen out of the garbage collector (``gc.freeze``).
+It runs as its own process so it shares the machine the way the servers do, and answers the
+harness over stdin/stdout: a line ``{"body": PATH, "seconds": S}`` in, one ``BENCH {...}``
+result line out.
 Run: ``python -m bench.ceiling SAVED_MODEL_DIR``.
 """
 

@@ -3,8 +3,8 @@
 A pydantic body model for the TF Serving request, an ``async def`` endpoint, ``np.array`` of the
 validated lists, and a dict returned for FastAPI to serialise. (A plain ``def`` endpoint, which
 FastAPI runs in its thread pool, measured well under half as fast with 1 image here, so the
-peer gets the faster of the two usual spellings.) Served by ``uvicorn bench.fastapi_peer:app``; the SavedModel
-folder comes from ``$BENCH_SAVED_MODEL``.
+peer gets the faster of the two usual spellings.) Served by ``uvicorn bench.fastapi_peer:app``;
+the SavedModel folder comes from ``$BENCH_SAVED_MODEL``.
 """
 
 import os

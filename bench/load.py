@@ -22,6 +22,7 @@ import numpy as np
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_post.lua")
 RESULT_PREFIX = "BENCH "
+SLOW_PEER_PER_SECOND = 30.0  # below this one-by-one rate a peer is driven by the Python client
 
 
 @dataclass

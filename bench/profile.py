@@ -1,25 +1,26 @@
 """Where our server's time goes: py-spy samples of it under the benchmark's load.
 
-The server is started as py-spy's child (so no ptrace rights beyond the user's own are needed),
-driven with one body and concurrency, and stopped; the raw stacks are folded into the functions
-that take the most samples, by self time and by inclusive time.
+The server is started, warmed up, then sampled by ``py-spy record --pid`` (the same user's
+process; no root needed where ptrace is not restricted) while one body and concurrency drive it.
+The raw stacks are folded into the functions that take the most samples, by self time and by
+inclusive time, and into the parts of the server they belong to.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 from bench import load
 from bench.model import BenchAssets
-from bench.peers import BATCHING_FILE, PEERS, REPO, RunningPeer, ours_command, tf_env, wait_ready
+from bench.peers import REPO, start_peer, wait_ready
 
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 # A sample belongs to the first part that its deepest matching frame's file falls in.
@@ -48,48 +49,45 @@ def profile_ours(
     batching: bool = False,
     rate: int = 250,
 ) -> dict:
-    """Sample our server under load; return the folded profile summary."""
+    """Sample our server (attached by pid, after start-up and a warm-up) under load."""
     spy = py_spy_path()
     if spy is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
     key = "ours_batching" if batching else "ours"
-    tag = f"{key}_{n_images}img_c{concurrency}"
-    raw_file = workdir / f"profile_{tag}.txt"
-    info_file = workdir / f"profile_{tag}.info.json"
-    info_file.unlink(missing_ok=True)
-    log_path = workdir / f"profile_{tag}.log"
-    extra = []
-    if batching:
-        extra = ["--enable_batching", f"--batching_parameters_file={BATCHING_FILE}"]
-    record = [spy, "record", "--format", "raw", "--rate", str(rate), "--nonblocking"]
-    record += ["-o", str(raw_file), "--"]
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(
-            record + ours_command(assets.base_path, info_file, *extra),
-            cwd=REPO, env=tf_env(), stdout=log_file, stderr=log_file, start_new_session=True,
-        )
-    server = RunningPeer(PEERS[key], process, log_path, info_file=info_file)
+    tag = f"_profile_{n_images}img_c{concurrency}"
+    raw_file = workdir / f"{key}{tag}.txt"
+    raw_file.unlink(missing_ok=True)
+    body = assets.body_bytes(n_images)
+    check = load.prediction_checker(assets.expected[("A", n_images)])
+    server = start_peer(key, assets.versions["A"], assets.base_path, workdir, tag=tag)
     try:
-        body = assets.body_bytes(n_images)
         wait_ready(server, body)
-        if load.wrk_path():
-            result = load.run_wrk(server.url, assets.bodies[n_images], concurrency, seconds)
-        else:
-            check = load.prediction_checker(assets.expected[("A", n_images)])
-            result = load.run_python(server.url, body, concurrency, seconds, check)
-        # Stop the server itself; py-spy then writes its file and exits.
-        server_pid = server.pid
-        if server_pid != process.pid:
-            os.kill(server_pid, signal.SIGTERM)
-        process.wait(60)
+        load.run_python(server.url, body, concurrency, 1.0, check)  # warm-up, not sampled
+        record = [spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate",
+                  str(rate), "--nonblocking", "-o", str(raw_file)]
+        with open(workdir / f"{key}{tag}.py-spy.log", "w") as spy_log:
+            sampler = subprocess.Popen(record, stdout=spy_log, stderr=spy_log)
+        try:
+            time.sleep(1.0)  # attached
+            if sampler.poll() is not None:
+                raise RuntimeError(f"py-spy could not attach to pid {server.pid} "
+                                   f"(see {spy_log.name})")
+            if load.wrk_path():
+                result = load.run_wrk(server.url, assets.bodies[n_images], concurrency, seconds)
+            else:
+                result = load.run_python(server.url, body, concurrency, seconds, check)
+        finally:
+            if sampler.poll() is None:
+                sampler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+            sampler.wait(60)
     finally:
         server.stop()
+    if not raw_file.exists():
+        raise RuntimeError(f"py-spy wrote no samples (see {spy_log.name})")
     summary = fold(raw_file.read_text())
-    summary.update(
-        {"n_images": n_images, "concurrency": concurrency, "peer": key, "raw_file": str(raw_file),
-         "per_second": result.per_second}
-    )
-    (workdir / f"profile_{tag}.json").write_text(json.dumps(summary, indent=1))
+    summary.update({"n_images": n_images, "concurrency": concurrency, "peer": key,
+                    "raw_file": str(raw_file), "per_second": result.per_second})
+    (workdir / f"{key}{tag}.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 

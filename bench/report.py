@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import load
 from bench.peers import PEERS, REPO
 
 CHART_PEERS = ("flask", "fastapi", "tfs", "ours", "ours_batching")
@@ -222,9 +223,10 @@ def _header(results: dict) -> str:
 def _machine_section(results: dict) -> str:
     machine = results["machine"]
     versions = machine["versions"]
-    load = ", ".join(f"{x:.2f}" for x in machine["load_average"])
+    load_text = ", ".join(f"{x:.2f}" for x in machine["load_average"])
     if machine.get("load_average_end"):
-        load += " (at the end: " + ", ".join(f"{x:.2f}" for x in machine["load_average_end"]) + ")"
+        end = ", ".join(f"{x:.2f}" for x in machine["load_average_end"])
+        load_text += f" (at the end: {end})"
     rows = [
         ("CPU", f"{machine['cpu']}, {machine['cores']} cores"),
         ("RAM", f"{machine['ram_gib']:.1f} GiB"),
@@ -237,7 +239,7 @@ def _machine_section(results: dict) -> str:
          f"{versions['uvicorn']}"),
         ("load generator", machine["wrk"] if results["settings"]["generator"] == "wrk"
          else "Python asyncio client (bench/load.py); wrk not installed"),
-        ("load average (1, 5, 15 min) at start", load),
+        ("load average (1, 5, 15 min) at start", load_text),
         ("date, commit", f"{machine['date']}, {machine['commit']}"),
     ]
     lines = ["## Machine", "", "| | |", "|---|---|"]
@@ -274,11 +276,22 @@ def _setup_section(results: dict) -> str:
         "",
         f"Correctness: {checked:,} responses had their values compared with the SavedModel's own "
         "output (atol 1e-4)"
-        + (" (a sample of each wrk measurement; wrk itself counted every response that was not "
-           "a 200 with `predictions`)" if settings["generator"] == "wrk" else "")
+        + (" (the Python client checks every response; for wrk, 3 per measurement, and wrk "
+           "itself counted every response that was not a 200 with `predictions`)"
+           if settings["generator"] == "wrk" else "")
         + f"; errors: **{errors}**.",
         "",
     ]
+    if settings["generator"] == "wrk":
+        lines += [
+            "Load generator per cell: wrk (`-t1`), except for peers slower than "
+            f"{load.SLOW_PEER_PER_SECOND:g} requests/s one by one, which get the Python client: "
+            "wrk drops the requests still in flight at its deadline, and with a few "
+            "multi-second requests that is much of the count; the Python client lets them "
+            "finish and counts them. Cells driven by it: "
+            + (", ".join(_python_cells(results)) or "none") + ".",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -295,6 +308,12 @@ _PEER_NOTES = {
                "on the same bodies, no HTTP, in its own process with the model's objects "
                "frozen out of the garbage collector (bench/ceiling.py); one number per body.",
 }
+
+
+def _python_cells(results: dict) -> list:
+    cells = sorted({(r["peer"], r["n_images"]) for r in results.get("measurements", [])
+                    if r["generator"] == "python" and r["peer"] != "ceiling"})
+    return [f"{PEERS[peer].short} {n} image{'s' if n != 1 else ''}" for peer, n in cells]
 
 
 def _results_section(results: dict, png_path: Path) -> str:
@@ -468,10 +487,11 @@ def _profile_section(results: dict) -> str:
                          "always` takes one anyway)"
                          + (f"; {unmeasured} target(s) were not measured." if unmeasured else "."))
         return "\n".join(lines) + "\n"
-    lines.append("py-spy samples of our server (`py-spy record --nonblocking`, started as "
-                 "py-spy's child), under the load of the missed targets. Samples are of "
-                 "Python threads that were running; native time (orjson, TensorFlow kernels) is "
-                 "counted in the Python function that called it.")
+    lines.append("py-spy samples of our server (`py-spy record --pid --nonblocking`, attached "
+                 "after start-up and a warm-up) under the load of the missed targets "
+                 "(`--profile always`: of every target's cell). Samples are of Python threads "
+                 "that were running; native time (orjson, TensorFlow kernels) is counted in the "
+                 "Python function that called it.")
     lines.append("")
     for profile in profiles:
         batching = " with --enable_batching" if profile["peer"] == "ours_batching" else ""

@@ -14,7 +14,9 @@ from bench.model import BenchAssets
 from bench.peers import start_peer, wait_ready
 
 # (max_batch_size, batch_timeout_micros, num_batch_threads)
-SETTINGS = ((64, 0, 1), (64, 500, 1), (64, 1000, 1), (64, 1000, 2), (64, 2000, 2), (128, 2000, 1))
+SETTINGS = (
+    (128, 0, 1), (128, 500, 1), (128, 1000, 1), (128, 1000, 2), (128, 2000, 1), (128, 2000, 2),
+)
 
 
 def parameters_text(max_batch_size: int, timeout_micros: int, threads: int) -> str:

@@ -64,7 +64,8 @@ def measure_startup(assets: BenchAssets, workdir: Path, repeats: int, log=print)
         )
         lines = [x for x in done.stdout.splitlines() if x.startswith("BENCH ")]
         if done.returncode != 0 or not lines:
-            raise RuntimeError(f"%tfserve start failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+            output = done.stdout[-3000:] + done.stderr[-3000:]
+            raise RuntimeError(f"%tfserve start failed:\n{output}")
         result = json.loads(lines[-1][len("BENCH ") :])
         if "AVAILABLE" not in result["states"]:
             raise RuntimeError(f"%tfserve start returned before AVAILABLE: {result['states']}")

@@ -203,7 +203,7 @@ class DigitClassifier(keras.Model):
 keras.utils.set_random_seed(0)
 custom = DigitClassifier()
 custom.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-custom.fit(data.x_train, data.y_train, batch_size=64, epochs=EPOCHS, verbose=2)'''),
+history = custom.fit(data.x_train, data.y_train, batch_size=64, epochs=EPOCHS, verbose=2)'''),
     code(
         "%tfserve export custom ./custom --signature call=call"
         " --input-signature float32[None,28,28,1]"
@@ -258,7 +258,7 @@ hidden = keras.layers.Dense(64, activation="relu")(features)
 scores = keras.layers.Dense(10, activation="softmax", name="scores")(hidden)
 multi = keras.Model(inputs={"image": image, "ink": ink}, outputs=scores)
 multi.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-multi.fit(
+history = multi.fit(
     {"image": data.x_train, "ink": ink_share(data.x_train)},
     data.y_train,
     batch_size=64,
@@ -319,14 +319,12 @@ def mlp(hidden):
 keras.utils.set_random_seed(0)
 v1 = mlp(16)
 v1.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-small = len(data.x_train) // 10
-v1.fit(data.x_train[:small], data.y_train[:small], batch_size=50, epochs=1, verbose=2)"""),
+x_small, y_small = data.x_train[: len(data.x_train) // 10], data.y_train[: len(data.y_train) // 10]
+history = v1.fit(x_small, y_small, batch_size=50, epochs=1, verbose=2)"""),
     code("%tfserve export v1 ./digits"),
     md("`--poll 1` makes the server look for new versions every second (TF Serving's "
        "`--file_system_poll_wait_seconds`)."),
-    code("""
-server = %tfserve start Digits ./digits --poll 1
-server"""),
+    code("%tfserve start Digits ./digits --poll 1"),
     code("%tfserve status Digits"),
     md("""
 ## Version 2, exported while the server runs
@@ -338,7 +336,7 @@ More units, all the training data, more epochs. `%tfserve export` writes `./digi
 keras.utils.set_random_seed(1)
 v2 = mlp(128)
 v2.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-v2.fit(data.x_train, data.y_train, batch_size=50, epochs=EPOCHS, verbose=2)"""),
+history = v2.fit(data.x_train, data.y_train, batch_size=50, epochs=EPOCHS, verbose=2)"""),
     code("%tfserve export v2 ./digits"),
     md("""
 ## Watch it switch
@@ -385,9 +383,7 @@ config_text = f'''model_config_list {{
 '''
 Path("models.config").write_text(config_text)
 print(config_text)"""),
-    code("""
-server = %tfserve start Digits --config models.config
-server"""),
+    code("%tfserve start Digits --config models.config"),
     code("""
 %%predict Digits --label canary --labels data.y_test[:10]
 data.x_test[:10]"""),

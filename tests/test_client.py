@@ -177,7 +177,7 @@ def test_client_url_forms():
 
 def test_unknown_name_lists_running_servers():
     # conftest points the manager at an empty per-test registry, so nothing runs here
-    with pytest.raises(LookupError, match=r"no running server or model named 'Nope'.*%tfserve start"):
+    with pytest.raises(LookupError, match=r"no running server or model named 'Nope'.*start"):
         Client("Nope")
 
 
@@ -216,6 +216,18 @@ def test_unreachable_server_is_a_serving_error():
     c = Client(f"http://127.0.0.1:{port}/v1/models/M", timeout=2)
     with pytest.raises(ServingError, match="cannot connect") as info:
         c.predict([[1.0]])
+    assert info.value.status_code is None
+
+
+def test_silent_server_times_out():
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        c = Client(f"http://127.0.0.1:{silent.getsockname()[1]}/v1/models/M", timeout=0.3)
+        with pytest.raises(ServingError, match="no answer within 0.3 s") as info:
+            c.predict([[1.0]])
     assert info.value.status_code is None
 
 
@@ -342,6 +354,11 @@ def test_chunking_splits_and_concatenates(mlp, mnist):
     assert chunked.request_body["instances"] is x  # the whole batch, for --show
     small_default = Client(mlp.url, chunk_size=7)
     assert small_default.predict(x).n_requests == 4
+    # the default chunk size (1000) splits an evaluation-sized batch
+    many = mnist.x_train[:1200]
+    evaluated = mlp.predict(many)
+    assert evaluated.n_requests == 2 and evaluated.shape == (1200, 10)
+    np.testing.assert_allclose(evaluated[1000:1005], mlp.predict(many[1000:1005]), rtol=1e-5)
 
 
 def test_nonfinite_values_round_trip(mlp, mnist):
@@ -386,7 +403,8 @@ def test_named_inputs_several_outputs_versions_and_labels(multi):
 def test_signature_selection(multi):
     x = np.array([1.0, -2.0], dtype=np.float32)
     np.testing.assert_allclose(multi.predict(x, signature_name="scale", version=1), x)
-    np.testing.assert_allclose(multi.predict(inputs=x, signature_name="scale", label="canary"), 2 * x)
+    canary = multi.predict(inputs=x, signature_name="scale", label="canary")
+    np.testing.assert_allclose(canary, 2 * x)
     pinned = Client(multi.url + "/versions/1")
     np.testing.assert_allclose(pinned.predict(x, signature_name="scale"), x)
 
@@ -435,7 +453,8 @@ def test_named_input_errors_list_the_expected_names(multi):
 def test_unknown_signature_version_label_and_model(mlp, multi, mlp_server):
     with pytest.raises(ServingError) as info:
         mlp.predict([[0.0]], signature_name="nope")
-    assert info.value.status_code == 400 and info.value.hint == "available signatures: serving_default"
+    assert info.value.status_code == 400
+    assert info.value.hint == "available signatures: serving_default"
     with pytest.raises(ServingError) as info:
         mlp.predict(np.zeros((1, 28, 28, 1)), version=7)
     assert info.value.status_code == 404 and info.value.hint == "versions of MLP: 1 (AVAILABLE)"

@@ -244,8 +244,8 @@ def test_tables():
     ]}
     text = manager.format_status(status)
     assert "AVAILABLE" in text and "NOT_FOUND: gone" in text
-    view = manager.StatusView("MLP", status)
-    assert "color:#b00" in view._repr_html_() and repr(view).startswith("MLP:")
+    view = manager.StatusView("MLP", status, devices=["CPU:0"])
+    assert "color:#b00" in view._repr_html_() and repr(view).startswith("MLP on CPU:0:")
     handle.reused = True
     assert "--restart" in handle.summary()
 
@@ -356,7 +356,9 @@ def test_owner_killed_with_sigkill_takes_its_server_along(model_dir):
         owner.kill()
         owner.wait()
     assert wait_gone(server_pid, 15), "the server outlived its SIGKILLed owner"
+    assert (manager.state_dir() / "orphan.json").exists()  # nobody was left to remove it...
     assert "orphan" not in [h.name for h in manager.servers()]
+    assert not (manager.state_dir() / "orphan.json").exists()  # ...so listing pruned it
 
 
 def test_owner_exit_stops_owned_servers_but_not_detached(model_dir):
@@ -467,7 +469,7 @@ def test_config_file_serves_several_models_and_the_cli_sees_them(model_dir, tmp_
     assert listing.returncode == 0 and "half v1, plus3 v1" in listing.stdout
     assert handle.url in listing.stdout
     status = cli("status", "models")
-    assert status.stdout.count("AVAILABLE") == 2
+    assert status.stdout.startswith("models on CPU:0:") and status.stdout.count("AVAILABLE") == 2
     assert cli("logs", "models", "-n", "2").stdout.count("\n") == 2
     missing = cli("status", "nothing")
     assert missing.returncode == 1 and "no running server named 'nothing'" in missing.stderr
@@ -486,7 +488,12 @@ def _fake_binary(tmp_path: Path, body: str) -> Path:
 def test_a_server_that_exits_early_reports_its_log(model_dir, tmp_path, monkeypatch):
     fake = _fake_binary(tmp_path, 'echo "Failed to start server. Error: $1 is not ok" >&2; exit 3')
     monkeypatch.setenv(manager.MODEL_SERVER_VAR, str(fake))
-    result = manager.start_result("early", model_dir, backend="tensorflow_model_server")
+    held = gpu.KernelTF(physical=1, visible=(0,), initialized=True, growth=(False,))
+    monkeypatch.setattr(gpu, "kernel_tf_state", lambda: held)
+    monkeypatch.setattr(gpu, "_system_gpu_count", lambda: 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    with pytest.warns(manager.GpuMemoryWarning, match="--gpu none"):
+        result = manager.start_result("early", model_dir, backend="tensorflow_model_server")
     assert isinstance(result, manager.Failed) and result.exit_code == 3
     assert "exited with code 3: Failed to start server. Error: --port=" in result.reason
     assert manager.servers() == []
@@ -503,6 +510,24 @@ def test_a_server_that_never_gets_ready_times_out_and_is_stopped(model_dir, tmp_
     assert wait_gone(int(pid_file.read_text()), 5)  # the binary under its supervisor, too
     left = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True).stdout
     assert left.strip() == ""
+
+
+def test_interrupted_start_leaves_no_process(model_dir, tmp_path, monkeypatch):
+    pid_file = tmp_path / "pid"
+    fake = _fake_binary(tmp_path, f"echo $$ > {pid_file}; exec sleep 60")
+    monkeypatch.setenv(manager.MODEL_SERVER_VAR, str(fake))
+    shown = []
+
+    def progress(text):  # Ctrl-C arrives while the line shows the elapsed time
+        shown.append(text)
+        if len(shown) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        manager.start("ctrlc", model_dir, backend="tensorflow_model_server", progress=progress)
+    assert shown[1].startswith("Starting ctrlc on CPU ... ")
+    assert wait_gone(int(pid_file.read_text()), 5)
+    assert manager.servers() == [] and not (manager.state_dir() / "ctrlc.json").exists()
 
 
 @pytest.mark.gpu

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -38,7 +39,7 @@ def _dead_url(model: str = "M") -> str:
     [
         ("MLP", ["MLP"], ""),
         ("MLP x_test[:5]", ["MLP"], "x_test[:5]"),
-        ("MLP --top 2 np.zeros((1, 784)) -o r", ["MLP", "--top", "2", "-o", "r"], "np.zeros((1, 784))"),
+        ("MLP --top 2 np.zeros((1, 9)) -o r", ["MLP", "--top", "2", "-o", "r"], "np.zeros((1, 9))"),
         ("MLP --labels y[:5] x[:5] * 2", ["MLP", "--labels", "y[:5]"], "x[:5] * 2"),
         ("--version=3 M {'a': [1, 2]}", ["M", "--version=3"], "{'a': [1, 2]}"),
         ("M --label 'stable' --show=curl", ["M", "--label", "stable", "--show=curl"], ""),
@@ -245,7 +246,8 @@ def test_cell_with_labels_accuracy_and_output_variable(ns, digits, trained_mlp, 
     right = expected.argmax(1) == mnist.y_test[:12]
     assert result.accuracy == pytest.approx(right.mean())
     assert result.mismatches == np.flatnonzero(~right).tolist()
-    assert result.n == 12 and result.top_classes.shape == (12, 2) and result.url == digits.client.url
+    assert result.n == 12 and result.top_classes.shape == (12, 2)
+    assert result.url == digits.client.url
     assert f"accuracy {right.mean():.1%}" in repr(result)
     assert result._repr_html_().count("background-color:#fdd") == len(result.mismatches)
     # as a notebook runs it: the result is the cell's value, so `_` holds it
@@ -285,9 +287,14 @@ def test_chunk_size_and_timeout_come_from_the_config(ns, digits):
     result = ns.run_cell_magic("predict", "Digits --labels y", "x")
     assert result.n_requests == 3 and result.n == 12
     assert [len(r["predictions"]) for r in result.prediction.raw] == [5, 5, 2]
-    magics.request_timeout = 0.000001
-    with pytest.raises(UsageError, match="no answer within"):
-        ns.run_cell_magic("predict", "Digits", "x")
+    # a socket that accepts connections but never answers: the request times out
+    magics.request_timeout = 0.3
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1/models/M"
+        with pytest.raises(UsageError, match="no answer within 0.3 s"):
+            ns.run_cell_magic("predict", url, "x")
 
 
 def test_server_errors_are_usage_errors_with_hints(ns, digits, capsys):
@@ -366,6 +373,8 @@ def test_printed_snippets_work(kind, ns, digits, multi_named, capsys):
     large = ns.run_cell_magic("predict", f"Digits --show {kind}", "x[:3]")
     code = capsys.readouterr().out
     assert large.n_requests == 2 and "abridged" in code and len(code) < 2000
+    # the body file lives in the tests' per-user state folder, not in the real temp folder
+    assert os.path.join(os.environ["TFSERVE_MAGIC_HOME"], "requests") in code
     response = _response_of(kind, _run_snippet(kind, code))
     np.testing.assert_allclose(response["predictions"], large.predictions, rtol=1e-6)
 

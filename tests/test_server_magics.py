@@ -65,6 +65,7 @@ def test_start_reuse_list_status_logs_stop(shell, mlp_export, monkeypatch, capsy
 def test_start_failures_are_usage_errors_with_the_log_tail(shell, tmp_path, capsys):
     with pytest.raises(UsageError, match="does not exist"):
         shell.run_line_magic("tfserve", f"start MLP {tmp_path / 'missing'}")
+    assert capsys.readouterr().out == "Failed to start MLP (why: below)\n"
     broken = tmp_path / "broken" / "1"
     broken.mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"\x00 definitely not a SavedModel")
@@ -72,7 +73,10 @@ def test_start_failures_are_usage_errors_with_the_log_tail(shell, tmp_path, caps
         shell.run_line_magic("tfserve", f"start broken {broken.parent} --port 0")
     assert "broken did not start" in str(err.value)
     assert "Last lines of the server log" in str(err.value)
-    assert capsys.readouterr().out.splitlines()[-1].startswith("Failed to start broken: ")
+    assert capsys.readouterr().out.splitlines() == [
+        "Starting broken on CPU ...",
+        "Failed to start broken (why: below)",
+    ]
     assert manager.servers() == []
 
 

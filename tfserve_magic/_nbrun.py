@@ -116,7 +116,7 @@ def servers_of(kernel_pid: int, workdir: Path) -> list[int]:
     if not Path("/proc").is_dir():  # not Linux: no cheap process table; trust the notebook
         return []
     mine = []
-    marker = str(workdir)
+    marker = str(workdir).rstrip("/") + "/"  # paths *inside* the folder
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -201,7 +201,13 @@ def run_notebook(
     kernel_env.update(env or {})
 
     specs = KernelSpecManager(kernel_dirs=[str(_kernelspec_dir(scratch))])
-    km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
+    # IPC sockets in the scratch folder: local only, and no "TCP without encryption" warning
+    km = KernelManager(
+        kernel_name=KERNEL_NAME,
+        kernel_spec_manager=specs,
+        transport="ipc",
+        ip=str(scratch / "kernel-ipc"),
+    )
     client = NotebookClient(
         nb,
         km=km,

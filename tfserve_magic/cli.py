@@ -58,7 +58,7 @@ def _manager_command(command: str, rest: list[str]) -> int:
             handles = manager.servers()
             print(manager.format_servers(handles) if handles else "No servers running.")
         elif command == "status":
-            print(manager.format_status(manager.status(args.name)))
+            print(repr(manager.StatusView(args.name, manager.status(args.name))))
         elif command == "logs":
             print(manager.logs(args.name, n=args.n))
         else:

@@ -333,10 +333,8 @@ class ModelMetadata(dict):
             if name.startswith("__"):  # __saved_model_init_op is no signature a client can call
                 continue
             self[name] = {
-                "inputs": {k: _tensor_info(v) for k, v in sorted((sig.get("inputs") or {}).items())},
-                "outputs": {
-                    k: _tensor_info(v) for k, v in sorted((sig.get("outputs") or {}).items())
-                },
+                "inputs": _tensor_infos(sig.get("inputs")),
+                "outputs": _tensor_infos(sig.get("outputs")),
                 "method_name": sig.get("method_name", ""),
             }
 
@@ -348,12 +346,17 @@ class ModelMetadata(dict):
         def tensors(group):
             return ", ".join(f"{k} {d}{_shape_text(s)}" for k, (d, s) in sig[group].items())
 
-        return f"signature {name!r} expects inputs: {tensors('inputs')}; outputs: {tensors('outputs')}"
+        inputs, outputs = tensors("inputs"), tensors("outputs")
+        return f"signature {name!r} expects inputs: {inputs}; outputs: {outputs}"
 
     def __repr__(self) -> str:
         lines = [f"ModelMetadata({self.model_name!r}, version {self.version})"]
         lines += [f"  {self.describe(name)}" for name in self]
         return "\n".join(lines)
+
+
+def _tensor_infos(infos: dict | None) -> dict[str, tuple[str, tuple | None]]:
+    return {name: _tensor_info(info) for name, info in sorted((infos or {}).items())}
 
 
 def _tensor_info(info: dict) -> tuple[str, tuple | None]:
@@ -545,11 +548,15 @@ class Client:
                     timeout=timeout or self.timeout,
                 )
             content = response.content
-        except requests.Timeout:
-            raise ServingError(
-                None, f"no answer within {timeout or self.timeout:g} s (timeout=)", url=url
-            ) from None
-        except requests.ConnectionError as exc:
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            # a read timeout while the body streams in arrives as a ConnectionError
+            if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():
+                raise ServingError(
+                    None,
+                    f"no answer within {timeout or self.timeout:g} s: raise the client's timeout= "
+                    "(%config TFServeMagics.request_timeout for %%predict)",
+                    url=url,
+                ) from None
             raise ServingError(
                 None,
                 f"cannot connect to {self.base_url}: is the server running? "
@@ -583,7 +590,11 @@ class Client:
                 meta = self.metadata(version, label)
                 outputs = meta[key[0]]["outputs"]
                 self._dtype_cache[key] = {k: dtype for k, (dtype, _) in outputs.items()}
-            except (ServingError, KeyError, ValueError, TypeError):
+            except ServingError as exc:
+                if exc.status_code is None:  # unreachable now: ask again next time
+                    return {}
+                self._dtype_cache[key] = {}
+            except (KeyError, ValueError, TypeError):
                 self._dtype_cache[key] = {}
         return self._dtype_cache[key]
 
@@ -714,7 +725,8 @@ class Client:
             except ServingError as exc:
                 if len(rows) > size:  # say which part of the batch failed
                     stop = min(start + size, len(rows))
-                    exc.message += f" (in the chunk of instances {start}..{stop - 1} of {len(rows)})"
+                    where = f"instances {start}..{stop - 1} of {len(rows)}"
+                    exc.message += f" (in the chunk of {where})"
                 raise
             responses.append(response)
             latencies.append(seconds)

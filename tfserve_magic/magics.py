@@ -239,7 +239,7 @@ class TFServeMagics(Magics, Configurable):
                 progress=line.update,
             )
         except StartError as exc:
-            line.update(f"Failed to start {args.name or args.config}: {exc.reason}", final=True)
+            line.update(f"Failed to start {args.name or args.config} (why: below)", final=True)
             raise UsageError(str(exc)) from None
         line.update(handle.summary(), final=True)
         return handle

@@ -213,17 +213,27 @@ class ServerTable(list):
 class StatusView(dict):
     """The result of ``%tfserve status NAME``: model -> version status dicts, as a table."""
 
-    def __init__(self, name: str, status_by_model: dict[str, list[dict]]):
+    def __init__(
+        self, name: str, status_by_model: dict[str, list[dict]], devices: list[str] | None = None
+    ):
         super().__init__(status_by_model)
         self.name = name
+        if devices is None:
+            handle = find(name)
+            devices = handle.devices if handle is not None else []
+        self.devices = list(devices)
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} on {', '.join(self.devices)}" if self.devices else self.name
 
     def __repr__(self) -> str:
-        return f"{self.name}:\n{format_status(self)}"
+        return f"{self.title}:\n{format_status(self)}"
 
     def _repr_html_(self) -> str:
         rows = _status_rows(self)
         styles = ["" if r[2] == "AVAILABLE" else "color:#b00" if r[3] else "color:#777" for r in rows]
-        return html_table(_STATUS_HEADERS, rows, row_styles=styles, caption=self.name)
+        return html_table(_STATUS_HEADERS, rows, row_styles=styles, caption=self.title)
 
 
 # ---------------------------------------------------------------------------- state folder
@@ -771,11 +781,19 @@ def _rotate_log(path: Path) -> None:
         os.replace(path, path.with_name(path.name + ".1"))
 
 
+_LOG_PREFIX = re.compile(r"^\S+ [\d:.]+: [A-Z] \S+\] |^[EWIF]\d{4} [\d:.]+\s+\d+ \S+\] ")
+
+
 def _failure_reason(name: str, code: int, tail: str) -> str:
+    """The exit code and the line of the log that best says why (TF Serving's own wording)."""
     reason = f"{name} did not start: the server exited with code {code}"
-    hits = [ln.strip() for ln in tail.splitlines() if re.search(r"error|fail|refused|in use", ln, re.I)]
+    lines = [_LOG_PREFIX.sub("", ln).strip() for ln in tail.splitlines()]
+    hits = [ln for ln in lines if "Failed to start server" in ln] or [
+        ln for ln in lines
+        if re.search(r"error|fail|refused|in use", ln, re.I) and not re.search(r"cuInit|cuda", ln)
+    ]
     if hits:
-        reason += f": {hits[-1][:300]}"
+        reason += f": {hits[-1][:400]}"
     return reason
 
 
@@ -863,6 +881,20 @@ def _launch(
     if not detach:
         _register_atexit()
 
+    try:
+        return _wait_ready(spec, proc, record, rest_port=rest_port, host=host, timeout=timeout,
+                           label=gpu_plan.label, progress=progress)
+    except BaseException:  # Ctrl-C (or a failing progress display) while waiting: no orphan
+        _terminate(record, timeout=5.0)
+        _remove_record(record)
+        raise
+
+
+def _wait_ready(spec, proc, record, *, rest_port, host, timeout, label, progress):
+    """Poll until the child exits (Failed), its models are AVAILABLE (Launched), or time is up."""
+    name = spec.name
+    log_path = Path(record["log_path"])
+    info_path = Path(record["info_path"]) if record.get("info_path") else None
     t0 = time.monotonic()
     next_tick = t0 + 1.0
     while True:
@@ -901,7 +933,7 @@ def _launch(
             _remove_record(record)
             return TimedOut(proc.pid, tail, str(log_path))
         if now >= next_tick:
-            progress(f"Starting {name} on {gpu_plan.label} ... {int(now - t0)}s")
+            progress(f"Starting {name} on {label} ... {int(now - t0)}s")
             next_tick = now + 1.0
         time.sleep(0.1)
 
@@ -976,7 +1008,9 @@ def start_result(
         raise StartError(str(exc)) from None
     key_options = {
         "port": port, "port_retries": port_retries, "host": host, "grpc_port": grpc_port,
-        "gpu": options.get("gpu", "auto"), "gpu_env": gpu_plan.env, "poll": poll,
+        # normalised, so the magic's defaults and the function's defaults give the same key
+        "gpu": gpu_policy.parse_request(options.get("gpu", "auto")), "gpu_env": gpu_plan.env,
+        "poll": 1.0 if poll is None else float(poll),  # TF Serving's default poll interval
         "detach": detach, "extra_args": extra_args,
     }
     spec = _resolve(

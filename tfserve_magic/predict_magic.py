@@ -154,19 +154,20 @@ def run_predict_magic(magics, line: str, cell: str | None):
     if args.output is not None and not args.output.isidentifier():
         raise UsageError(f"-o needs a variable name, got {args.output!r}")
 
+    from tfserve_magic.client import ServingError
+
     labels = magics._value(args.labels, "labels") if args.labels else None
     client = _client(magics, args.name)
     send, snippet_body = _request(magics, args, source)
     try:
-        try:
-            prediction = send(client)
-        except (ValueError, TypeError) as exc:  # the body cannot be sent as it is
-            raise UsageError(f"%predict: {exc}") from None
-        finally:
-            if args.show:
-                _print_snippet(client, args, snippet_body)
-    except _ServingFailure as failure:
-        raise UsageError(str(failure)) from None
+        prediction = send(client)
+    except ServingError as exc:  # the server's message and the client's hint
+        raise UsageError(str(exc)) from None
+    except (ValueError, TypeError) as exc:  # the body cannot be sent as it is
+        raise UsageError(f"%predict: {exc}") from None
+    finally:
+        if args.show:  # also when the request failed: the snippet shows what was sent
+            _print_snippet(client, args, snippet_body)
 
     from tfserve_magic.predict_view import PredictionResult
 
@@ -183,10 +184,6 @@ def run_predict_magic(magics, line: str, cell: str | None):
     if args.output:
         magics.shell.user_ns[args.output] = result
     return result
-
-
-class _ServingFailure(Exception):
-    """A ServingError on its way to a UsageError (after the snippet was printed)."""
 
 
 def _client(magics, name: str):
@@ -208,21 +205,12 @@ def _client(magics, name: str):
 
 def _request(magics, args, source: str):
     """(function client -> Prediction, the body to show) for the cell or expression."""
-    from tfserve_magic.client import Client, ServingError
-
-    def guard(call):
-        def run(client):
-            try:
-                return call(client)
-            except ServingError as exc:
-                raise _ServingFailure(str(exc)) from None
-
-        return run
+    from tfserve_magic.client import Client
 
     stripped = source.strip()
     json_error = None
     if stripped.startswith("{"):
-        parsed, json_error = _parse_json(stripped)
+        _, json_error = _parse_json(stripped)
         if json_error is None:
             if args.signature or args.columnar:
                 raise UsageError(
@@ -231,7 +219,7 @@ def _request(magics, args, source: str):
                 )
             data = source.encode("utf-8")
             return (
-                guard(lambda c: c.predict_json(data, version=args.version, label=args.label)),
+                lambda c: c.predict_json(data, version=args.version, label=args.label),
                 data,
             )
     try:
@@ -242,14 +230,12 @@ def _request(magics, args, source: str):
                 f"the request starts with '{{' but is neither JSON ({json_error}) nor a Python "
                 f"expression ({type(exc).__name__}: {exc})"
             ) from None
-        raise UsageError(f"cannot evaluate the request {stripped[:80]!r}: "
-                         f"{type(exc).__name__}: {exc}") from None
+        raise UsageError(
+            f"cannot evaluate the request {stripped[:80]!r}: {type(exc).__name__}: {exc}"
+        ) from None
 
     signature = args.signature
-    if isinstance(value, dict) and value and set(value) <= _BODY_KEYS and set(value) - {
-        "signature_name"
-    }:
-        # a request body written as a Python dict: {"instances": x_test[:3]}
+    if _is_request_dict(value):  # a request body written in Python: {"instances": x[:3]}
         if "instances" in value and "inputs" in value:
             raise UsageError("the request has both 'instances' and 'inputs': keep one")
         body_signature = value.get("signature_name")
@@ -266,13 +252,17 @@ def _request(magics, args, source: str):
     except (ValueError, TypeError) as exc:
         raise UsageError(f"%predict: {exc}") from None
     return (
-        guard(
-            lambda c: c.predict(
-                **kwargs, signature_name=signature, version=args.version, label=args.label
-            )
+        lambda c: c.predict(
+            **kwargs, signature_name=signature, version=args.version, label=args.label
         ),
         body,
     )
+
+
+def _is_request_dict(value) -> bool:
+    """A dict of TF Serving request keys, as opposed to a dict of named inputs."""
+    keys = set(value) if isinstance(value, dict) else set()
+    return bool(keys) and keys <= _BODY_KEYS and bool(keys & {"instances", "inputs"})
 
 
 def _print_snippet(client, args, body) -> None:

@@ -298,7 +298,9 @@ def request_snippet(
 
 
 def _save_body(data: bytes, url: str, body_dir) -> Path:
-    if body_dir is None:
+    if body_dir is None and os.environ.get("TFSERVE_MAGIC_HOME"):  # the per-user state folder
+        folder = Path(os.environ["TFSERVE_MAGIC_HOME"]) / "requests"
+    elif body_dir is None:
         try:
             user = getpass.getuser()
         except Exception:  # no user name in some containers

@@ -39,6 +39,7 @@ _HEAD_RE = re.compile(
 )
 _TAIL_RE = re.compile(rb"\]" + _WS + rb"(?:," + _WS + _SIG + _WS + rb")?\}")
 _NUMBER_BYTES = b"0123456789.-+eENaInfity"
+_NUMBER_BYTES_AND_SPACE = _NUMBER_BYTES + b" "
 _WIDTH = 24  # bytes per token window (three 8-digit SWAR words)
 _ALLOWED_STEPS = np.zeros(9, dtype=bool)
 _ALLOWED_STEPS[[1 * 3 + 0, 2 * 3 + 0, 2 * 3 + 1, 0 * 3 + 2]] = True
@@ -95,19 +96,16 @@ class NumericPayload:
 
     def _floats(self, dtype) -> np.ndarray | None:
         mantissa = self.mantissa
-        values = mantissa.astype(np.float64) / _POW10_F64[self.frac_len]
+        values = mantissa.astype(np.float64)
+        values /= np.take(_POW10_F64, self.frac_len)
         neg = self.neg & (self.has_dot | (mantissa != 0))  # "-0" is the integer 0 in RapidJSON
         np.negative(values, out=values, where=neg)
         fixups = dict(self.special)
         if dtype.itemsize == 8:  # float64 must be exact: long significands go through strtod
             for i in np.flatnonzero(mantissa > np.uint64(_TWO53)).tolist():
-                fixups.setdefault(i, None)
-        for i, token in fixups.items():
-            if token is None:
-                token = self.text[self.starts[i] : self.ends[i]]
-            number = _exact_number(token)
-            if number is None:
-                return None
+                if i not in fixups:
+                    fixups[i] = float(self.text[self.starts[i] : self.ends[i]])
+        for i, number in fixups.items():
             try:
                 values[i] = float(number)
             except OverflowError:
@@ -159,7 +157,10 @@ def scan_predict_body(body: bytes):
     if head.group(1) is not None and tail.group(1) is not None:
         return None  # duplicate key: let the exact path apply first-wins
     sig = head.group(1) if head.group(1) is not None else tail.group(1)
-    payload = _scan_payload(body[head.end() - 1 : close + 1])
+    try:
+        payload = _scan_payload(body[head.end() - 1 : close + 1])
+    except (IndexError, ValueError):  # a shape the scan did not foresee: the exact path decides
+        payload = None
     if payload is None:
         return None
     name = None if sig is None else sig.decode("utf-8", "surrogateescape")
@@ -192,8 +193,9 @@ def _infer_shape(skel: bytes):
 
 
 def _scan_payload(payload: bytes) -> NumericPayload | None:
-    text = payload.replace(b", ", b",") if b" " in payload else payload
-    skel = text.translate(None, _NUMBER_BYTES)
+    text = payload
+    spaced = b" " in text  # json.dumps writes ", "; any other whitespace is refused below
+    skel = text.translate(None, _NUMBER_BYTES_AND_SPACE if spaced else _NUMBER_BYTES)
     inferred = _infer_shape(skel)
     if inferred is None or inferred[1] != skel:
         return None
@@ -204,13 +206,18 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
 
     a = np.frombuffer(text, dtype=np.uint8)
     sep = (a == 44) | ((a | 6) == 95)  # ',' or '[' / ']' (the skeleton check excluded '\\^_YZ')
+    if spaced:
+        space = a == 32
+        if (space[1:] & (a[:-1] != 44)).any():
+            return None  # a space anywhere but right after a comma
+        sep |= space
     # Token starts, token ends and decimal points, merged in order: start [dot] end per token.
     marks = np.flatnonzero((sep[1:] != sep[:-1]) | (a[1:] == 46)) + 1
     kinds = sep[marks].view(np.int8) * np.int8(2) + (a[marks] == 46).view(np.int8)
     if len(kinds) < 2 or kinds[0] != 0 or kinds[-1] != 2:
         return None
     step = kinds[1:] * 3 + kinds[:-1]  # (next, previous) pairs; allowed: s->d, s->e, d->e, e->s
-    if not _ALLOWED_STEPS[step].all():
+    if not np.take(_ALLOWED_STEPS, step).all():
         return None
     starts = marks[kinds == 0]
     end_at = np.flatnonzero(kinds == 2)
@@ -234,14 +241,16 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
     if letters or b"+" in text:
         odd = np.flatnonzero(((a > 57) & ((a | 6) != 95)) | (a == 43))
         special.update(np.searchsorted(ends, odd, side="right").tolist())
-    long_tokens = lengths > _WIDTH - 1
+    long_tokens = (lengths > _WIDTH - 1) | (frac_len > 18)  # beyond the uint64 arithmetic
     if long_tokens.any():
         special.update(np.flatnonzero(long_tokens).tolist())
+        frac_len = np.minimum(frac_len, 18)
 
     neg = a[starts] == 45
     first = starts + neg
     first_char = a[first]
-    if ((first_char == 48) & ((a[first + 1] - np.uint8(48)) < 10)).any():
+    second_char = a[np.minimum(first + 1, len(a) - 1)]
+    if ((first_char == 48) & ((second_char - np.uint8(48)) < 10)).any():
         return None  # "01", "-01"
     if b"-" in text:
         minus = np.flatnonzero(a == 45)
@@ -260,17 +269,22 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
     windows = sliding_window_view(padded, _WIDTH)[ends]
     words = windows.view("<u8")
     # Keep only the token's own bytes: columns >= 24 - length, i.e. per 8-byte word a shift.
-    words &= _WORD_MASKS[_WIDTH - np.minimum(lengths, _WIDTH)]
+    words &= np.take(_WORD_MASKS, _WIDTH - np.minimum(lengths, _WIDTH), axis=0)
     words = _swar8(words)
     top = words[:, 0]
     too_long = top >= 1000  # more than 19 digits (counting the cut-out '.')
     if too_long.any():
         special.update(np.flatnonzero(too_long).tolist())
         top = np.where(too_long, np.uint64(0), top)
-    with_dot = top * np.uint64(10**16) + words[:, 1] * np.uint64(10**8) + words[:, 2]
-    cut = _POW10_U64[frac_len + has_dot]
+    with_dot = top * np.uint64(10**16)
+    with_dot += words[:, 1] * np.uint64(10**8)
+    with_dot += words[:, 2]
+    cut = np.take(_POW10_U64, frac_len + has_dot)
     high = with_dot // cut
-    mantissa = high * _POW10_U64[frac_len] + (with_dot - high * cut)
+    with_dot -= high * cut  # the digits after the point
+    high *= np.take(_POW10_U64, frac_len)
+    mantissa = high
+    mantissa += with_dot
 
     result = NumericPayload()
     result.shape = shape
@@ -281,5 +295,10 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
     result.frac_len = frac_len
     result.neg = neg
     result.has_dot = has_dot
-    result.special = {i: text[starts[i] : ends[i]] for i in special}
+    result.special = {}
+    for i in special:  # exponents, NaN/Infinity, very long numbers: RapidJSON's own reading
+        number = _exact_number(text[starts[i] : ends[i]])
+        if number is None:
+            return None
+        result.special[i] = number
     return result

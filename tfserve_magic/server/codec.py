@@ -187,6 +187,9 @@ class ExamplesBody(NamedTuple):
 
 
 _SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+# Literals the json module turns into inf (or a huge int) where RapidJSON reports
+# "Number too big": a 3+ digit positive exponent or 300+ digits. False alarms only cost time.
+_MAYBE_TOO_BIG_RE = re.compile(rb"[eE]\+?[0-9]{3}|[0-9]{300}")
 _POS_INF = math.inf
 _NEG_INF = -math.inf  # the json tier's "-Infinity" object: an overflow makes a different one
 _DECODER = json.JSONDecoder(
@@ -204,9 +207,11 @@ def _parse_document(body: bytes):
         text = body.decode("utf-8", "surrogateescape")
         start = len(text) - len(text.lstrip(_JSON_WS))
         try:
-            return _DECODER.raw_decode(text, start)[0], "json"
+            doc = _DECODER.raw_decode(text, start)[0]
         except (ValueError, RecursionError):
-            pass  # not plain JSON (or an error): the exact parser decides and explains
+            doc = _MISSING  # not plain JSON (or an error): the exact parser decides and explains
+        if doc is not _MISSING and not _MAYBE_TOO_BIG_RE.search(body):
+            return doc, "json"
     try:
         return exact_parse(body), "exact"
     except JsonParseError as exc:

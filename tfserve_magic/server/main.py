@@ -45,10 +45,10 @@ FLAGS: dict[str, Flag] = {
     "model_base_path": Flag(str, "", "folder holding numeric version folders (single model)"),
     "model_config_file": Flag(str, "", "text ModelServerConfig; overrides the two flags above"),
     "model_config_file_poll_wait_seconds": Flag(
-        int, 0, "re-read --model_config_file every N seconds (0: once)"
+        float, 0, "re-read --model_config_file every N seconds (0: once; fractions allowed)"
     ),
     "file_system_poll_wait_seconds": Flag(
-        int, 1, "poll base paths for new versions every N seconds (0: once, <0: never)"
+        float, 1, "poll base paths every N seconds (0: once, <0: never; fractions allowed)"
     ),
     "allow_version_labels_for_unavailable_models": Flag(
         bool, False, "allow new labels to point at versions that are not loaded yet"
@@ -139,6 +139,11 @@ def _convert(name: str, kind: type, text: str):
             return int(text, 10)
         except ValueError:
             raise FlagError(f"Invalid value for --{name}: {text!r} (expected an integer)") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise FlagError(f"Invalid value for --{name}: {text!r} (expected a number)") from None
     return text
 
 
@@ -498,10 +503,16 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
 
         new_loop = asyncio.new_event_loop
         loop_name = "asyncio"
+    try:
+        import httptools  # noqa: F401
+
+        http = "httptools"
+    except ImportError:  # pragma: no cover - a platform without its wheel
+        http = "h11"
     config = uvicorn.Config(
         app,
         loop="none",
-        http="httptools",
+        http=http,
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -513,8 +524,8 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     if monitoring.prometheus_enabled:
         log.info("Prometheus metrics at %s%s", info["url"], monitoring.path)
     log.info(
-        "Exporting HTTP/REST API at:%s:%d ... (uvicorn, httptools, %s)",
-        flags["host"], info["port"], loop_name,
+        "Exporting HTTP/REST API at:%s:%d ... (uvicorn, %s, %s)",
+        flags["host"], info["port"], http, loop_name,
     )
     info_file = flags["info_file"]
     server.on_started = (lambda: _write_info(info_file, info)) if info_file else None

@@ -66,6 +66,8 @@ class Signature:
             self.output_names = list(function.structured_outputs.keys())
 
         self._flat_order = _flat_input_order(function)
+        if self._flat_order is not None and set(self._flat_order) != set(self.specs):
+            self._flat_order = None  # the proto and the function disagree: use keywords
 
     def run(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Call the signature; TF errors become ServingErrors with TF Serving's codes."""
