@@ -23,9 +23,13 @@ from bench.model import BenchAssets
 from bench.peers import REPO, start_peer, wait_ready
 
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+# The process's entry frames, under nearly every sample: left out of the inclusive ranking.
+_ENTRY = re.compile(r"\(tfserve_magic/(cli|__main__|server/main)\.py\)$")
 # A sample belongs to the first part that its deepest matching frame's file falls in.
 PARTS = (
-    ("JSON <-> numpy codec (server/codec.py)", ("tfserve_magic/server/codec.py",)),
+    ("JSON <-> numpy codec (server/codec.py and its parsers)",
+     ("tfserve_magic/server/codec", "tfserve_magic/server/_fastjson",
+      "tfserve_magic/server/_rapidjson")),
     ("batching scheduler (server/batching.py)", ("tfserve_magic/server/batching.py",)),
     ("numpy", ("numpy/",)),
     ("model call (TensorFlow's Python side and its kernels)", ("tensorflow/", "keras/")),
@@ -126,8 +130,8 @@ def fold(raw: str, top: int = 12) -> dict:
         total += samples
         self_counts[frames[-1]] += samples
         for name in set(frames):
-            if "(tfserve_magic/" in name:  # inclusive time: our own functions only
-                inclusive[name] += samples
+            if "(tfserve_magic/" in name and not _ENTRY.search(name):
+                inclusive[name] += samples  # inclusive time: our own functions only
         parts[_part(frames)] += samples
 
     def table(counter: Counter) -> list:

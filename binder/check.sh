@@ -31,6 +31,22 @@ trap cleanup EXIT
 t0=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - t0 )) s)"; }
 
+# With repo2docker installed (REPO2DOCKER=path, or on PATH), check its build plan first: it
+# needs no Docker daemon with --no-build, and shows that binder/ is what it reads.
+r2d=${REPO2DOCKER:-$(command -v repo2docker || true)}
+if [ -n "$r2d" ]; then
+    step "repo2docker --no-build: the Dockerfile it would build"
+    plan=$("$r2d" --no-build --no-run --debug "$repo" 2>&1)
+    for expect in "python=$want" 'pip install --no-cache-dir -r "binder/requirements.txt"' \
+        "./binder/postBuild" 'R2D_ENTRYPOINT="${REPO_DIR}/binder/start"'; do
+        if ! grep -qF -- "$expect" <<< "$plan"; then
+            echo "binder-check: repo2docker's plan lacks: $expect" >&2
+            exit 1
+        fi
+    done
+    echo "repo2docker plans: Python $want, pip install -r binder/requirements.txt, postBuild, start"
+fi
+
 step "clean virtualenv with $PYTHON ($have)"
 "$PYTHON" -m venv "$work/venv"
 # repo2docker puts the environment first on PATH; so do we, for postBuild and the kernel

@@ -127,7 +127,7 @@ def test_fold_ranks_functions_and_parts():
     codec = "decode (/work/main/tfserve_magic/server/codec.py:20)"
     tf_call = "__call__ (/venv/lib/python3.11/site-packages/tensorflow/python/x.py:5)"
     raw = "\n".join([
-        f'process 1:"python";{app};{codec} 60',
+        f'process 1:"python";main (tfserve_magic/server/main.py:3);{app};{codec} 60',
         f"{app};{tf_call} 30",
         f"{app} 10",
         "garbage line",
@@ -139,7 +139,7 @@ def test_fold_ranks_functions_and_parts():
     assert [row[0] for row in profile["inclusive"]] == [
         "handle (tfserve_magic/server/app.py)", "decode (tfserve_magic/server/codec.py)"]
     parts = {name: share for name, _, share in profile["categories"]}
-    assert parts["JSON <-> numpy codec (server/codec.py)"] == 60.0
+    assert parts["JSON <-> numpy codec (server/codec.py and its parsers)"] == 60.0
     assert parts["model call (TensorFlow's Python side and its kernels)"] == 30.0
     assert parts["routing, checks, model manager (server/*.py)"] == 10.0
 

@@ -40,6 +40,7 @@ def test_start_reuse_list_status_logs_stop(shell, mlp_export, monkeypatch, capsy
     again = shell.run_line_magic("tfserve", f"start MLP {mlp_export}")
     assert again.reused and again.pid == handle.pid
     assert capsys.readouterr().out.startswith(f"Reusing MLP v1 at {handle.url}")
+    assert manager.start("MLP", mlp_export).reused  # the function's defaults match the magic's
 
     table = shell.run_line_magic("tfserve", "list")
     assert [h.name for h in table] == ["MLP"]

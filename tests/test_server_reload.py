@@ -91,7 +91,7 @@ def test_hot_reload_under_load_loses_no_request(reloading, server_test_models):
     assert "Unloading servable version {name: half version: 1}" in server.log()
 
 
-def test_failed_version_shows_end_and_previous_keeps_serving(reloading):
+def test_failed_version_shows_end_and_previous_keeps_serving(reloading, server_test_models):
     server, base = reloading
     wait_for(lambda: states(server, "half").get("2") == ("AVAILABLE", "OK"), "version 2")
     broken = base / "tmp-broken"
@@ -105,6 +105,14 @@ def test_failed_version_shows_end_and_previous_keeps_serving(reloading):
     response = requests.post(f"{server.url}/v1/models/half:predict", json={"instances": [2.0]})
     assert response.json() == {"predictions": [4.0]}
     assert states(server, "half")["2"] == ("AVAILABLE", "OK")
+    # Replacing the broken folder (remove, then publish a good export) retries the version.
+    shutil.rmtree(base / "3")
+    time.sleep(1.5)  # let one poll see it gone
+    publish(server_test_models["half"] / "1", base, 3)
+    wait_for(lambda: states(server, "half").get("3") == ("AVAILABLE", "OK"), "version 3 retry")
+    wait_for(lambda: requests.post(f"{server.url}/v1/models/half:predict",
+                                   json={"instances": [2.0]}).json() == {"predictions": [3.0]},
+             "the re-exported version 3 to serve")
 
 
 def test_config_file_reload_policies_and_labels(server_test_models, tmp_path):

@@ -189,7 +189,9 @@ class TFServeMagics(Magics, Configurable):
         p.add_argument("name", nargs="?", help="model (and server) name, e.g. MLP")
         p.add_argument("base_path", nargs="?", help="SavedModel base path (numbered versions)")
         p.add_argument("--config", metavar="FILE", help="TF Serving model config file (several models)")
-        p.add_argument("--port", type=int, help="REST port (default 8501, next free if taken)")
+        p.add_argument(
+            "--port", type=int, help="REST port, exactly (default: 8501 or the next free one; 0: any)"
+        )
         p.add_argument("--host", help="bind address (default 127.0.0.1)")
         p.add_argument("--grpc-port", type=int, help="gRPC port")
         p.add_argument("--gpu", help="auto | none | N[,M]")

@@ -374,10 +374,8 @@ def _stop_owned_at_exit() -> None:
         records = _all_records()
     except OSError:
         return
-    for record in records:
-        if record.get("owner_pid") == me and not record.get("detach"):
-            _terminate(record, timeout=5.0)
-            _remove_record(record)
+    owned = [r for r in records if r.get("owner_pid") == me and not r.get("detach")]
+    _terminate_all(owned, timeout=5.0)
 
 
 def _register_atexit() -> None:
@@ -605,13 +603,19 @@ def stop(name: str | None = None, *, all: bool = False, timeout: float = 10.0) -
         records = [_record_for(name)]
     else:
         raise ValueError("stop needs a server name or all=True")
-    stopped = []
+    stopped = [_handle(record) for record in records]
+    _terminate_all(records, timeout)
+    return stopped
+
+
+def _terminate_all(records: list[dict], timeout: float) -> None:
+    """Stop several servers at once: SIGTERM to all first, so their shutdowns overlap."""
     for record in records:
-        handle = _handle(record)
+        if _record_alive(record):
+            _signal(record["pid"], signal.SIGTERM, group=False)
+    for record in records:
         _terminate(record, timeout)
         _remove_record(record)
-        stopped.append(handle)
-    return stopped
 
 
 # ---------------------------------------------------------------------------- start

@@ -41,6 +41,7 @@ _TAIL_RE = re.compile(rb"\]" + _WS + rb"(?:," + _WS + _SIG + _WS + rb")?\}")
 _NUMBER_BYTES = b"0123456789.-+eENaInfity"
 _NUMBER_BYTES_AND_SPACE = _NUMBER_BYTES + b" "
 _WIDTH = 24  # bytes per token window (three 8-digit SWAR words)
+_MAX_RANK = 32  # deeper nests go to the exact path (shape inference here is rank^2)
 _ALLOWED_STEPS = np.zeros(9, dtype=bool)
 _ALLOWED_STEPS[[1 * 3 + 0, 2 * 3 + 0, 2 * 3 + 1, 0 * 3 + 2]] = True
 # _WORD_MASKS[c]: the three 8-byte words of a window whose token starts at column c.
@@ -171,7 +172,7 @@ def _infer_shape(skel: bytes):
     """Dense shape from the skeleton's first elements, or None; caller compares skeletons."""
     size = len(skel)
     rank = size - len(skel.lstrip(b"["))
-    if rank == 0 or rank == size:
+    if rank == 0 or rank == size or rank > _MAX_RANK:
         return None
     first_close = skel.find(b"]")
     dims = [first_close - rank + 1]
@@ -226,14 +227,27 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
         return None
     if (a[starts - 1] == 93).any() or (a[ends] == 91).any():
         return None  # a number outside a leaf slot, e.g. "[1]2" or "1[2]"
+    before_end = marks[end_at - 1]  # the token's '.' if it has one, else its start
     has_dot = kinds[end_at - 1] == 1
-    dots = marks[end_at[has_dot] - 1]
-    if len(dots) and not (
-        ((a[dots - 1] - np.uint8(48)) < 10).all() and ((a[dots + 1] - np.uint8(48)) < 10).all()
-    ):
+    digit_around = ((a[before_end - 1] - np.uint8(48)) < 10) & (
+        (a[before_end + 1] - np.uint8(48)) < 10
+    )
+    if (has_dot & ~digit_around).any():
         return None  # ".5", "1.", "-.5"
-    frac_len = np.zeros(leaves, dtype=np.int64)
-    frac_len[has_dot] = ends[has_dot] - dots - 1
+    frac_len = np.where(has_dot, ends - before_end - 1, 0)
+
+    if b"-" in text:  # '-' only first in a number (or in an exponent) and never alone
+        minus = np.flatnonzero(a == 45)
+        before = a[minus - 1]
+        after = a[minus + 1]
+        if not (sep[minus - 1] | ((before | 32) == 101)).all():
+            return None  # "1-2", "--1"
+        if (sep[minus + 1] | (after == 46) | (after == 45) | (after == 43)).any():
+            return None  # "-", "-.5"
+    neg = a[starts] == 45
+    first = starts + neg  # a digit or letter now, and never the payload's last byte
+    if ((a[first] == 48) & ((a[first + 1] - np.uint8(48)) < 10)).any():
+        return None  # "01", "-01"
 
     lengths = ends - starts
     special = set()
@@ -245,21 +259,6 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
     if long_tokens.any():
         special.update(np.flatnonzero(long_tokens).tolist())
         frac_len = np.minimum(frac_len, 18)
-
-    neg = a[starts] == 45
-    first = starts + neg
-    first_char = a[first]
-    second_char = a[np.minimum(first + 1, len(a) - 1)]
-    if ((first_char == 48) & ((second_char - np.uint8(48)) < 10)).any():
-        return None  # "01", "-01"
-    if b"-" in text:
-        minus = np.flatnonzero(a == 45)
-        before = a[minus - 1]
-        after = a[minus + 1]
-        if not (sep[minus - 1] | ((before | 32) == 101)).all():
-            return None  # '-' inside a number ("1-2", "--1")
-        if (sep[minus + 1] | (after == 46) | (after == 45) | (after == 43)).any():
-            return None  # "-", "-.5"
 
     # Digit values (anything else zeroed), every token right-aligned in a 24-byte window.
     values = a - np.uint8(48)
@@ -295,6 +294,8 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
     result.frac_len = frac_len
     result.neg = neg
     result.has_dot = has_dot
+    if len(special) > max(64, leaves // 16):
+        return None  # mostly exponents/NaN: one by one would be slower than the json tier
     result.special = {}
     for i in special:  # exponents, NaN/Infinity, very long numbers: RapidJSON's own reading
         number = _exact_number(text[starts[i] : ends[i]])

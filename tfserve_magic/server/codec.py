@@ -23,7 +23,6 @@ import re
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
-import orjson
 
 from tfserve_magic.server import _fastjson
 from tfserve_magic.server._rapidjson import (
@@ -273,13 +272,14 @@ def decode_predict(req: PredictBody, specs: dict) -> tuple[dict, bool]:
     try:
         result = _decode_dom(req, inputs)
     except _Reparse:
-        req.doc, req.path = exact_parse_or_raise(req.body), "exact"
+        req.doc, req.path = _exact_parse_or_raise(req.body), "exact"
         result = _decode_dom(req, inputs)
     req.decoded_by = "dom"
     return result
 
 
-def exact_parse_or_raise(body: bytes):
+def _exact_parse_or_raise(body: bytes):
+    """The exact tier's document; its parse errors as TF Serving words them."""
     try:
         return exact_parse(body)
     except JsonParseError as exc:
@@ -288,8 +288,6 @@ def exact_parse_or_raise(body: bytes):
 
 def _decode_dom(req: PredictBody, inputs: dict) -> tuple[dict, bool]:
     doc = _document(req)
-    if req.fast is not None:  # fast-scanned bodies are objects with a string signature_name
-        _check_top(doc)
     ctx = _Context(req.path, req.body)
     instances = doc.find("instances", _MISSING)
     columns = doc.find("inputs", _MISSING)
@@ -643,6 +641,7 @@ def _build(flat: list, shape: tuple, info: _DType) -> np.ndarray:
 
 
 _B64_CHARS = re.compile(rb"[A-Za-z0-9+/]*")
+_B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 _ABSL_SPACE = b" \t\n\v\f\r"
 
 
@@ -668,7 +667,7 @@ def b64decode_absl(data: bytes) -> bytes | None:
             continue
         if c in b"=.":
             break
-        if not (_B64_CHARS.match(data, pos, pos + 1).end() > pos):
+        if c not in _B64_ALPHABET:
             return None
         chars.append(c)
         pos += 1
@@ -742,29 +741,37 @@ def _format_floats(arr: np.ndarray) -> list:
     return [t if ("." in t or "e" in t or t[-1] in "yN") else t + ".0" for t in texts]
 
 
+def _raw(value) -> bytes:
+    """A string tensor element's bytes (TF gives bytes; str is accepted as UTF-8)."""
+    return bytes(value) if isinstance(value, (bytes, np.bytes_)) else as_bytes(str(value))
+
+
+def _json_string(value) -> str:
+    """A string tensor element as RapidJSON writes it (raw bytes, escaped)."""
+    return escape_json_bytes(_raw(value)).decode("utf-8", "surrogateescape")
+
+
 def _leaf_texts(arr: np.ndarray, name: str) -> list:
-    """JSON texts of every element of `arr`, in C order."""
+    """JSON texts of every element of `arr`, in C order (AddSingleValueAndAdvance)."""
     kind = arr.dtype.kind
     if arr.dtype in (np.float32, np.float64):
         return _format_floats(arr)
-    if kind in "iu" and arr.dtype.name != "uint16" or kind == "b":
-        return [orjson.dumps(v).decode() for v in arr.ravel().tolist()] if kind == "b" else [
-            str(v) for v in arr.ravel().tolist()
-        ]
-    if kind in "SO" and _all_bytes(arr):
-        raw = [bytes(v) for v in arr.ravel().tolist()]
+    if kind == "b":
+        return ["true" if v else "false" for v in arr.ravel().tolist()]
+    if kind in "iu" and arr.dtype.name != "uint16":  # TF Serving has no case for uint16
+        return [str(v) for v in arr.ravel().tolist()]
+    if kind in "SU" or (kind == "O" and _all_strings(arr)):
         if name.endswith("_bytes"):
             return [
-                '{"b64":"' + base64.b64encode(v).decode("ascii") + '"}' for v in raw
+                '{"b64":"' + base64.b64encode(_raw(v)).decode("ascii") + '"}'
+                for v in arr.ravel().tolist()
             ]
-        return [escape_json_bytes(v).decode("utf-8", "surrogateescape") for v in raw]
+        return [_json_string(v) for v in arr.ravel().tolist()]
     raise CodecError(f"Failed to write JSON value for tensor type: {tf_dtype_name(arr.dtype)}")
 
 
-def _all_bytes(arr: np.ndarray) -> bool:
-    if arr.dtype.kind == "S":
-        return True
-    return all(isinstance(v, (bytes, np.bytes_)) for v in arr.ravel().tolist())
+def _all_strings(arr: np.ndarray) -> bool:
+    return all(isinstance(v, (bytes, np.bytes_, str)) for v in arr.ravel().tolist())
 
 
 def _nest(texts: list, shape: tuple, levels: int) -> list:
@@ -864,11 +871,7 @@ def encode_classify(classes, scores) -> bytes:
         raise CodecError("Cannot convert empty ClassificationResults to JSON")
     if classes is not None:
         labels = np.asarray(classes, dtype=object).reshape(batch, -1)
-        label_texts = [
-            [escape_json_bytes(as_bytes(v) if not isinstance(v, np.bytes_) else bytes(v)).decode(
-                "utf-8", "surrogateescape") for v in row]
-            for row in labels.tolist()
-        ]
+        label_texts = [[_json_string(v) for v in row] for row in labels.tolist()]
     else:
         label_texts = [['""'] * k for _ in range(batch)]
     if scores is not None:
@@ -914,7 +917,7 @@ def parse_examples(body: bytes, verb: str = "classify") -> ExamplesBody:
     try:
         return _examples_from_doc(doc)
     except _Reparse:
-        return _examples_from_doc(exact_parse_or_raise(body))
+        return _examples_from_doc(_exact_parse_or_raise(body))
 
 
 def _examples_from_doc(doc) -> ExamplesBody:

@@ -133,6 +133,7 @@ class Model:
         self.latest: Servable | None = None
         self.labels: dict[str, int] = {}
         self.missing_warned = False
+        self.retryable: set[int] = set()  # failed versions whose folder went away
 
     def _publish(self, available: dict[int, Servable]) -> None:
         self.available = available
@@ -302,15 +303,20 @@ class ModelManager:
                 "your leaf directory as a number (eg. '/1/')?",
                 model.spec.name, model.spec.base_path,
             )
-        # A failed version is retried only after its folder disappears and comes back.
-        for version, state in list(model.states.items()):
-            if version not in on_disk and state.error_code != "OK" and state.state == "END":
-                del model.states[version]
+        # A failed version stays listed (END + error) and is retried only after its folder
+        # disappeared and came back (a re-export under the same number).
+        for version, state in model.states.items():
+            if version not in on_disk and state.state == "END" and state.error_code != "OK":
+                model.retryable.add(version)
         aspired = self._aspired(model, on_disk)
         for version in sorted(aspired, reverse=True):
             state = model.states.get(version)
-            if state is not None and not (state.state == "END" and state.error_code == "OK"):
-                continue  # loaded, loading or failed
+            if state is not None:
+                if state.state != "END":
+                    continue  # loaded or loading
+                if state.error_code != "OK" and version not in model.retryable:
+                    continue  # failed, and its folder has not been replaced
+            model.retryable.discard(version)
             self._load(model, version, on_disk[version])
         ready = any(v in model.available for v in aspired)
         if ready or not aspired:
@@ -505,7 +511,8 @@ def read_meta_graph(path: str, tags: list[str]):
             text_format.Parse(fh.read(), saved_model)
     else:
         raise FileNotFoundError(
-            f"SavedModel not found: {path} has neither saved_model.pb nor saved_model.pbtxt"
+            "Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
+            f"{path} (a version folder must hold saved_model.pb directly)"
         )
     wanted = set(tags)
     for meta_graph in saved_model.meta_graphs:
