@@ -298,10 +298,15 @@ class ModelManager:
         if on_disk is None:
             return
         if not on_disk:
+            base = model.spec.base_path
+            hint = ""
+            if os.path.exists(os.path.join(base, "saved_model.pb")):
+                hint = (f" ({base} is itself a SavedModel: move it into {base}/1, or pass the "
+                        "folder that holds the numbered version folders)")
             log.warning(
                 "No versions of servable %s found under base path %s. Did you forget to name "
-                "your leaf directory as a number (eg. '/1/')?",
-                model.spec.name, model.spec.base_path,
+                "your leaf directory as a number (eg. '/1/')?%s",
+                model.spec.name, base, hint,
             )
         # A failed version stays listed (END + error) and is retried only after its folder
         # disappeared and came back (a re-export under the same number).
