@@ -26,9 +26,11 @@ test: venv lint
 demo: venv
 	$(BIN)/python -m tfserve_magic.demo
 
+# Options: make bench BENCH_ARGS=--quick (see python -m bench.run --help). wrk is used if installed.
 bench: venv
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# Slow (1-3 min): installs binder/requirements.txt into a fresh venv and runs the quickstart there.
 binder-check:
 	bash binder/check.sh
 

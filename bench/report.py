@@ -210,8 +210,10 @@ def _header(results: dict) -> str:
         lines += ["> **Smoke run (`--quick`)**: one short round. These numbers are noisy; run "
                   "`make bench` on a quiet machine for the real comparison.", ""]
     lines += [
-        "Re-run: `make bench` (about 12 minutes), or `.venv/bin/python -m bench.run --quick` "
-        "for a one-minute smoke run (`--help` lists the options). The load generator is "
+        "Re-run: `make bench` (about 13 minutes on 2 cores), or `make bench BENCH_ARGS=--quick` "
+        "for a smoke run of a few minutes (`.venv/bin/python -m bench.run --help` lists the "
+        "options). Close other work first: the peers and the load generator share the cores. "
+        "The load generator is "
         "[wrk](https://github.com/wg/wrk) when it is on `PATH` (Debian/Ubuntu: "
         "`sudo apt-get install wrk`; macOS: `brew install wrk`), else a bounded Python asyncio "
         "client. Raw numbers: `build/bench/results.json`.",
@@ -319,20 +321,21 @@ def _python_cells(results: dict) -> list:
 def _results_section(results: dict, png_path: Path) -> str:
     lines = ["## Throughput and latency", "",
              f"![requests per second per peer]({png_path.name})", "",
-             "| images/request | concurrency | peer | req/s | images/s | p50 ms | p99 ms | "
-             "RSS MiB | errors |",
-             "|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| images/request | concurrency | peer | req/s | rounds' range | images/s | p50 ms | "
+             "p99 ms | RSS MiB | errors |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     order = {key: i for i, key in enumerate(PEERS)}
     rows = sorted(results["summary"],
                   key=lambda r: (r["n_images"], r["concurrency"], order[r["peer"]]))
     for row in rows:
         concurrency = "loop" if row["peer"] == "ceiling" else row["concurrency"]
+        low, high = row.get("spread") or (row["per_second"], row["per_second"])
         name = PEERS[row["peer"]].short
         if row["peer"] in ("ours", "ours_batching"):
             name = f"**{name}**"
         lines.append(
             f"| {row['n_images']} | {concurrency} | {name} | {_fmt(row['per_second'])} | "
-            f"{_fmt(row['images_per_second'], 0)} | {_fmt(row['p50_ms'], 2)} | "
+            f"{_fmt(low)}-{_fmt(high)} | {_fmt(row['images_per_second'], 0)} | {_fmt(row['p50_ms'], 2)} | "
             f"{_fmt(row['p99_ms'], 2)} | {_fmt(row['rss_mb'], 0)} | {row['errors']} |"
         )
     return "\n".join(lines) + "\n"

@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 short round")
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 3, quick 1)")
-    parser.add_argument("--seconds", type=float, help="seconds per measurement (6, quick 2)")
+    parser.add_argument("--seconds", type=float, help="seconds per measurement (5, quick 2)")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated (default 1,8,32)")
     parser.add_argument("--bodies", default="1,100", help="images per request (default 1,100)")
     parser.add_argument(
@@ -43,8 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="comma-separated subset; tfs is skipped when tensorflow_model_server is not on PATH",
     )
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
-    parser.add_argument("--profile", choices=["auto", "always", "never"], default="auto",
-                        help="py-spy our server: when a target is missed (auto), always, never")
+    parser.add_argument("--profile", choices=["auto", "always", "never"],
+                        help="py-spy our server: when a target is missed (auto; the default, "
+                             "except with --quick: never), always, never")
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing")
     parser.add_argument("--no-hot-swap", action="store_true", help="skip the hot-swap timing")
     parser.add_argument("--no-decode", action="store_true", help="skip the decode-speed run")
@@ -56,9 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="where benchmarks.md and benchmarks.png are written")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    args.seconds = args.seconds or (2.0 if args.quick else 6.0)
+    args.seconds = args.seconds or (2.0 if args.quick else 5.0)
     args.warmup = 0.5 if args.quick else 1.5
     args.repeats = 1 if args.quick else 3
+    args.profile = args.profile or ("never" if args.quick else "auto")
     if args.batching_sweep == "auto":
         args.batching_sweep = "off" if args.quick else "on"
     args.concurrency = [int(c) for c in args.concurrency.split(",")]

@@ -89,7 +89,7 @@ if tfserve_magic.__file__.startswith(repo + "/tfserve_magic"):
 print("installed package:", tfserve_magic.__file__)
 PY
 bash "$repo/binder/start" python -m tfserve_magic.demo --quick \
-    --notebook "$repo/notebooks/01_quickstart.ipynb" --output "$work/01_quickstart.ipynb"
+    --notebook "$repo/notebooks/01_quickstart.ipynb" --output "$repo/build/binder-check/01_quickstart.ipynb"
 
 total=$(( $(date +%s) - t0 ))
 echo "binder-check passed in ${total} s (environment install ${t_install} s)"

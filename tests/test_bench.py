@@ -201,7 +201,7 @@ def test_report_files_are_written(tmp_path):
     report.write_markdown(results, md_path, png_path)
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = md_path.read_text()
-    assert "| 100 | 8 | **ours** | 20.0 | 2,000 |" in text
+    assert "| 100 | 8 | **ours** | 20.0 | 20.0-20.0 | 2,000 |" in text
     assert "| ours vs in-process ceiling, 100 images, c=8 | >= 0.9x | 0.67x | **MISS** |" in text
     assert "![requests per second per peer](benchmarks.png)" in text
     assert "Smoke run" in text

@@ -599,7 +599,8 @@ def test_examples_key_errors(body, expected):
          "Feature: x has element with unexpected JSON type: Array"),
         ('{"examples": [{"x": {"a": 1}}]}',
          "Feature: x has element with unexpected JSON type: Object"),
-        ('{"examples": [{"x": [1, 2.5]}]}', "Unexpected element type in feature: x expecting type: int64"),
+        ('{"examples": [{"x": [1, 2.5]}]}',
+         "Unexpected element type in feature: x expecting type: int64"),
         ('{"examples": [{"x": [2.5, "a"]}]}',
          "Unexpected element type in feature: x expecting type: float"),
         ('{"examples": [{"x": ["a", true]}]}',
@@ -650,6 +651,18 @@ def test_mnist_bodies_take_the_fast_path(dumps):
     sig_body = b'{"signature_name": "serving_default", ' + body[1:]
     request = codec.parse_predict(sig_body)
     assert request.path == "fast" and request.signature_name == "serving_default"
+
+
+def test_pretty_and_exponent_bodies_use_orjson_and_agree():
+    body, x = mnist_body(2)
+    fast = decode(body)[0]["x"]
+    pretty = json.dumps({"instances": x.tolist()}, indent=2).encode()
+    tensors, _, request = decode(pretty)
+    assert request.path == "orjson" and _same(tensors["x"], fast)
+    tiny = {"instances": (x * 1e-6).tolist()}  # every number in exponent form
+    tensors, _, request = decode(json.dumps(tiny).encode())
+    assert request.path == "orjson"
+    assert _same(tensors["x"], np.asarray(tiny["instances"], dtype=np.float32))
 
 
 def test_unusual_bodies_take_the_exact_path():

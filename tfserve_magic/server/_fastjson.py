@@ -204,8 +204,11 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
     leaves = 1
     for d in shape:
         leaves *= d
-
     a = np.frombuffer(text, dtype=np.uint8)
+    special_limit = max(64, leaves // 16)  # tokens read one by one; beyond it json is faster
+    letter_bytes = np.count_nonzero(a > 57) - 2 * skel.count(b"[")  # '[' and ']' are > 57 too
+    if letter_bytes > special_limit:
+        return None  # mostly exponents or NaN/Infinity
     sep = (a == 44) | ((a | 6) == 95)  # ',' or '[' / ']' (the skeleton check excluded '\\^_YZ')
     if spaced:
         space = a == 32
@@ -250,15 +253,15 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
         return None  # "01", "-01"
 
     lengths = ends - starts
-    special = set()
-    letters = np.count_nonzero(a > 57) != 2 * skel.count(b"[")
-    if letters or b"+" in text:
+    # Tokens read one by one by the exact number reader: letters or '+' (exponents, NaN,
+    # Infinity) and numbers too long for the uint64 arithmetic below.
+    special = (lengths > _WIDTH - 1) | (frac_len > 18)
+    if letter_bytes or b"+" in text:
         odd = np.flatnonzero(((a > 57) & ((a | 6) != 95)) | (a == 43))
-        special.update(np.searchsorted(ends, odd, side="right").tolist())
-    long_tokens = (lengths > _WIDTH - 1) | (frac_len > 18)  # beyond the uint64 arithmetic
-    if long_tokens.any():
-        special.update(np.flatnonzero(long_tokens).tolist())
-        frac_len = np.minimum(frac_len, 18)
+        special[np.searchsorted(ends, odd, side="right")] = True
+    if np.count_nonzero(special) > special_limit:
+        return None
+    frac_len = np.minimum(frac_len, 18)
 
     # Digit values (anything else zeroed), every token right-aligned in a 24-byte window.
     values = a - np.uint8(48)
@@ -273,7 +276,7 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
     top = words[:, 0]
     too_long = top >= 1000  # more than 19 digits (counting the cut-out '.')
     if too_long.any():
-        special.update(np.flatnonzero(too_long).tolist())
+        special |= too_long
         top = np.where(too_long, np.uint64(0), top)
     with_dot = top * np.uint64(10**16)
     with_dot += words[:, 1] * np.uint64(10**8)
@@ -294,10 +297,11 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
     result.frac_len = frac_len
     result.neg = neg
     result.has_dot = has_dot
-    if len(special) > max(64, leaves // 16):
-        return None  # mostly exponents/NaN: one by one would be slower than the json tier
+    special_at = np.flatnonzero(special)
+    if len(special_at) > special_limit:
+        return None
     result.special = {}
-    for i in special:  # exponents, NaN/Infinity, very long numbers: RapidJSON's own reading
+    for i in special_at.tolist():  # RapidJSON's own reading of each odd token
         number = _exact_number(text[starts[i] : ends[i]])
         if number is None:
             return None

@@ -1,12 +1,13 @@
 """JSON <-> numpy for predict/classify/regress, with TF Serving's rules, messages and floats.
 
 The contract is docs/contracts.md ("Codec") and the reference's sections 1.2, 2 and 3. Parsing
-has three tiers, fastest first, and each one only answers when it is sure to agree with TF
+has four tiers, fastest first, and each one only answers when it is sure to agree with TF
 Serving's RapidJSON:
 
 1. `_fastjson`: plain numeric bodies, scanned as bytes with numpy (no Python floats).
-2. The stdlib ``json`` C scanner with first-wins objects and NaN/Infinity constants.
-3. `_rapidjson.parse`: an exact port of RapidJSON's reader (quirks, errors and offsets).
+2. orjson, for strict JSON with a single object (where duplicate keys can be ruled out).
+3. The stdlib ``json`` C scanner with first-wins objects and NaN/Infinity constants.
+4. `_rapidjson.parse`: an exact port of RapidJSON's reader (quirks, errors and offsets).
 
 Tensor conversion follows ``json_tensor.cc``: the dense shape comes from the first elements,
 the whole value is then walked in order so the first error TF Serving would report is the one
@@ -23,6 +24,7 @@ import re
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
+import orjson
 
 from tfserve_magic.server import _fastjson
 from tfserve_magic.server._rapidjson import (
@@ -172,7 +174,7 @@ class PredictBody:
         self.body = body
         self.doc = None
         self.signature_name = ""
-        self.path = ""  # "fast", "json" or "exact"
+        self.path = ""  # "fast", "orjson", "json" or "exact"
         self.key = None  # fast path: "instances" or "inputs"
         self.fast = None  # fast path: a _fastjson.NumericPayload
         self.decoded_by = ""  # after decode_predict: "fast" or "dom"
@@ -186,10 +188,6 @@ class ExamplesBody(NamedTuple):
 
 
 _SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
-# Literals the json module turns into inf where RapidJSON reports "Number too big": a 3+ digit
-# positive exponent (false alarms only cost time). Integers with 309+ digits are caught when
-# converted (float() overflows), which then asks the exact parser too.
-_MAYBE_TOO_BIG_RE = re.compile(rb"[eE]\+?[0-9]{3}")
 _POS_INF = math.inf
 _NEG_INF = -math.inf  # the json tier's "-Infinity" object: an overflow makes a different one
 _DECODER = json.JSONDecoder(
@@ -199,10 +197,33 @@ _DECODER = json.JSONDecoder(
 _JSON_WS = " \t\n\r"
 
 
+def _maybe_too_big(body: bytes) -> bool:
+    """A 3+ digit positive exponent: the json module says inf where RapidJSON says "Number too
+    big". False alarms only cost time; 309+ digit integers are caught when converted."""
+    a = np.frombuffer(body, dtype=np.uint8)[:-4]
+    at = np.flatnonzero((a | 32) == 101)  # 'e' or 'E'
+    if not len(at):
+        return False
+    full = np.frombuffer(body, dtype=np.uint8)
+    first = at + 1 + (full[at + 1] == 43)
+    digits = [(full[first + k] - np.uint8(48)) < 10 for k in range(3)]
+    return bool((digits[0] & digits[1] & digits[2]).any())
+
+
 def _parse_document(body: bytes):
     """Parse like RapidJSON; returns (doc, tier). Raises CodecError for parse errors."""
     if not body:
         raise CodecError("JSON Parse error: The document is empty")
+    # orjson is strict (no NaN, nothing after the value, valid UTF-8, no lone surrogates, no
+    # overflow) but keeps the last duplicate key. With one object and no escapes, every ':' is
+    # a member separator or inside a string, so as many ':' as members proves no duplicates.
+    if body.count(b"{") == 1 and b"\\" not in body:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = _MISSING
+        if isinstance(doc, dict) and body.count(b":") == len(doc):
+            return JObj(list(doc.items())), "orjson"
     if not (b"\\u" in body and _SURROGATE_ESCAPE_RE.search(body)):
         text = body.decode("utf-8", "surrogateescape")
         start = len(text) - len(text.lstrip(_JSON_WS))
@@ -210,7 +231,7 @@ def _parse_document(body: bytes):
             doc = _DECODER.raw_decode(text, start)[0]
         except (ValueError, RecursionError):
             doc = _MISSING  # not plain JSON (or an error): the exact parser decides and explains
-        if doc is not _MISSING and not _MAYBE_TOO_BIG_RE.search(body):
+        if doc is not _MISSING and not _maybe_too_big(body):
             return doc, "json"
     try:
         return exact_parse(body), "exact"
