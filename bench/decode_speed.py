@@ -1,8 +1,10 @@
 """Decode speed of predict bodies: orjson + np.asarray versus the codec (fast path).
 
-Prints CPU ns per body for MNIST-shaped requests ([N, 28, 28, 1] float32, about 80 % zeros, as a
-Python client sends them with json.dumps(x.tolist()) or orjson), for N = 1 and 100, and the
-cost of encoding a 100x10 float32 softmax response. Run: .venv/bin/python bench/decode_speed.py
+Prints CPU ns per body for MNIST-shaped requests ([N, 28, 28, 1] float32, about 80 % zeros, as
+a Python client sends them: json.dumps(x.tolist()), orjson, or orjson on the numpy array as
+tfserve_magic.Client does), for N = 1 and 100, and the cost of encoding a 100x10 float32
+softmax response and a 100x784 one.
+Run: .venv/bin/python bench/decode_speed.py
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def main() -> int:
         for style, body in (
             ("json.dumps", json.dumps({"instances": x.tolist()}).encode()),
             ("orjson", orjson.dumps({"instances": x.tolist()})),
+            # What tfserve_magic.Client sends: float32 written as float32 (short reprs).
+            ("orjson numpy", orjson.dumps({"instances": x}, option=orjson.OPT_SERIALIZE_NUMPY)),
         ):
             request = codec.parse_predict(body)
             codec.decode_predict(request, SPECS)
@@ -73,9 +77,13 @@ def main() -> int:
             mine = per_call_ns(lambda body=body: ours(body))
             label = f"{n} image(s), {style}"
             print(f"{label:32s} {len(body):9d} {base:13.0f}ns {mine:10.0f}ns {base / mine:8.1f}x")
-    softmax = np.random.default_rng(1).dirichlet(np.ones(10), size=100).astype(np.float32)
+    rng = np.random.default_rng(1)
+    softmax = rng.dirichlet(np.ones(10), size=100).astype(np.float32)
     enc = per_call_ns(lambda: codec.encode_predict({"probs": softmax}, True))
     print(f"encode 100x10 float32 softmax: {enc / 1e3:.0f} us per response")
+    images = rng.random((100, 784)).astype(np.float32)
+    enc = per_call_ns(lambda: codec.encode_predict({"images": images}, True))
+    print(f"encode 100x784 float32 output: {enc / 1e6:.1f} ms per response")
     return 0
 
 

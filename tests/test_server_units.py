@@ -231,3 +231,23 @@ def test_thread_safety_of_counters():
     for thread in threads:
         thread.join()
     assert metrics.request_count.values[("m", "OK")] == 4000
+
+
+def test_load_retries_then_end_with_the_error(tmp_path):
+    from tfserve_magic.server.models import ModelManager
+
+    base = tmp_path / "broken"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    (base / "tmp").mkdir()  # non-numeric: ignored
+    metrics = ServerMetrics()
+    manager = ModelManager([cfg.ModelSpec("broken", str(base))], tags=["serve"],
+                           poll_seconds=-1, max_load_retries=2, load_retry_interval_s=0,
+                           metrics=metrics)
+    errors = manager.initial_load(wait_for_versions=False)
+    assert len(errors) == 1 and errors[0].startswith("{name: broken version: 1} due to error:")
+    (status,) = manager.status("broken")
+    assert status["state"] == "END" and status["status"]["error_code"] != "OK"
+    assert metrics.load_attempts.values[(str(base / "1"), "fail")] == 3
+    with pytest.raises(ServingError, match=r"Latest\(broken\)"):
+        manager.resolve("broken")

@@ -11,13 +11,14 @@ numbers. Everything runs as a few vectorised passes over the bytes:
    token must sit in a leaf slot (so the count equals the number of leaves).
 3. Grammar: ``-`` only first, at most one ``.`` with digits on both sides, no leading zeros.
    Tokens with an exponent, ``NaN``/``Infinity`` or more than 18 digits are rare and go through
-   the exact RapidJSON number parser one by one.
-4. Values: every token's last 24 bytes, right-aligned, are turned into a 64-bit integer with a
-   SWAR digit trick (8 digits per multiply chain); the decimal point is then cut out and the
-   result scaled by a power of ten.
+   the exact RapidJSON number parser one by one (if they are not rare, the scan gives up).
+4. Values: every token's last 16 or 24 bytes, right-aligned, are turned into a 64-bit integer
+   with a SWAR digit trick (8 digits per multiply chain); the decimal point is then cut out
+   and the result scaled by a power of ten.
 
-Anything unusual returns None and the caller takes the exact path, which also produces
-TF Serving's error messages. The scan never raises for bad input.
+Anything unusual returns None and the caller takes the slower tiers, which also produce
+TF Serving's error messages. The scan never raises for bad input. docs/codec.md has the
+details and the measurements.
 """
 
 from __future__ import annotations
@@ -42,14 +43,19 @@ _NUMBER_BYTES = b"0123456789.-+eENaInfity"
 _NUMBER_BYTES_AND_SPACE = _NUMBER_BYTES + b" "
 _WIDTH = 24  # bytes per token window (three 8-digit SWAR words)
 _MAX_RANK = 32  # deeper nests go to the exact path (shape inference here is rank^2)
-_ALLOWED_STEPS = np.zeros(9, dtype=bool)
-_ALLOWED_STEPS[[1 * 3 + 0, 2 * 3 + 0, 2 * 3 + 1, 0 * 3 + 2]] = True
-# _WORD_MASKS[c]: the three 8-byte words of a window whose token starts at column c.
-_WORD_MASKS = np.array(
-    [[(0xFFFFFFFFFFFFFFFF << (8 * min(max(c - 8 * j, 0), 8))) & 0xFFFFFFFFFFFFFFFF
-      for j in range(3)] for c in range(25)],
-    dtype=np.uint64,
-)
+_SHORT = 16  # the window when every number has at most 15 bytes (float32 reprs, orjson)
+
+
+def _word_masks(width: int) -> np.ndarray:
+    """[c] -> the 8-byte words of a `width`-byte window keeping columns >= c."""
+    return np.array(
+        [[(0xFFFFFFFFFFFFFFFF << (8 * min(max(c - 8 * j, 0), 8))) & 0xFFFFFFFFFFFFFFFF
+          for j in range(width // 8)] for c in range(width + 1)],
+        dtype=np.uint64,
+    )
+
+
+_WORD_MASKS = {_WIDTH: _word_masks(_WIDTH), _SHORT: _word_masks(_SHORT)}
 _POW10_U64 = np.array([10**k for k in range(20)], dtype=np.uint64)
 _POW10_F64 = np.array([float(f"1e{k}") for k in range(23)], dtype=np.float64)
 _TWO53 = 2**53
@@ -220,8 +226,10 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
     kinds = sep[marks].view(np.int8) * np.int8(2) + (a[marks] == 46).view(np.int8)
     if len(kinds) < 2 or kinds[0] != 0 or kinds[-1] != 2:
         return None
-    step = kinds[1:] * 3 + kinds[:-1]  # (next, previous) pairs; allowed: s->d, s->e, d->e, e->s
-    if not np.take(_ALLOWED_STEPS, step).all():
+    step = kinds[1:] * np.int8(3) + kinds[:-1]  # next * 3 + previous, 0..8
+    # Allowed: start->dot (3), start->end (6), dot->end (7), end->start (2): exactly the
+    # values with bit 1 set.
+    if not (step & np.int8(2)).all():
         return None
     starts = marks[kinds == 0]
     end_at = np.flatnonzero(kinds == 2)
@@ -263,24 +271,29 @@ def _scan_payload(payload: bytes) -> NumericPayload | None:
         return None
     frac_len = np.minimum(frac_len, 18)
 
-    # Digit values (anything else zeroed), every token right-aligned in a 24-byte window.
+    # Digit values (anything else zeroed), every token right-aligned in a 16- or 24-byte window.
+    width = _SHORT if int(lengths.max()) < _SHORT else _WIDTH
     values = a - np.uint8(48)
     values *= values < 10
-    padded = np.zeros(len(a) + _WIDTH, dtype=np.uint8)
-    padded[_WIDTH:] = values
-    windows = sliding_window_view(padded, _WIDTH)[ends]
+    padded = np.zeros(len(a) + width, dtype=np.uint8)
+    padded[width:] = values
+    windows = sliding_window_view(padded, width)[ends]
     words = windows.view("<u8")
-    # Keep only the token's own bytes: columns >= 24 - length, i.e. per 8-byte word a shift.
-    words &= np.take(_WORD_MASKS, _WIDTH - np.minimum(lengths, _WIDTH), axis=0)
+    # Keep only the token's own bytes: columns >= width - length, per 8-byte word a shift.
+    words &= np.take(_WORD_MASKS[width], width - np.minimum(lengths, width), axis=0)
     words = _swar8(words)
-    top = words[:, 0]
-    too_long = top >= 1000  # more than 19 digits (counting the cut-out '.')
-    if too_long.any():
-        special |= too_long
-        top = np.where(too_long, np.uint64(0), top)
-    with_dot = top * np.uint64(10**16)
-    with_dot += words[:, 1] * np.uint64(10**8)
-    with_dot += words[:, 2]
+    if width == _SHORT:  # at most 15 digits: no overflow possible
+        with_dot = words[:, 0] * np.uint64(10**8)
+        with_dot += words[:, 1]
+    else:
+        top = words[:, 0]
+        too_long = top >= 1000  # more than 19 digits (counting the cut-out '.')
+        if too_long.any():
+            special |= too_long
+            top = np.where(too_long, np.uint64(0), top)
+        with_dot = top * np.uint64(10**16)
+        with_dot += words[:, 1] * np.uint64(10**8)
+        with_dot += words[:, 2]
     cut = np.take(_POW10_U64, frac_len + has_dot)
     high = with_dot // cut
     with_dot -= high * cut  # the digits after the point

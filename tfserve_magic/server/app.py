@@ -9,6 +9,7 @@ so status and metadata requests are not stuck behind them (docs/design.md).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -16,7 +17,6 @@ import zlib
 from urllib.parse import unquote
 
 import numpy as np
-import orjson
 
 from tfserve_magic.server import codec
 from tfserve_magic.server.status import CODE_FOR_HTTP, ServingError, invalid
@@ -103,6 +103,7 @@ class ServingApp:
         if method == "OPTIONS":
             origin = headers.get(b"origin", b"")
             ok = b"http://" in origin or b"https://" in origin
+            self._record("", "OK" if ok else "FAILED_PRECONDITION", "", started)
             await _respond(send, 200 if ok else 400, b"", None, extra)
             return
         model_name, api = "", ""
@@ -131,11 +132,10 @@ class ServingApp:
                 if match.group(4) == "metadata":
                     label = unquote(match.group(3)) if match.group(3) is not None else None
                     servable = self.manager.resolve(model_name, version, label)
-                    payload = orjson.dumps(servable.metadata_json(), option=orjson.OPT_INDENT_2)
+                    payload = _proto_style_json(servable.metadata_json())
                 else:  # TF Serving ignores a label here and lists every version
-                    payload = orjson.dumps(
-                        {"model_version_status": self.manager.status(model_name, version)},
-                        option=orjson.OPT_INDENT_2,
+                    payload = _proto_style_json(
+                        {"model_version_status": self.manager.status(model_name, version)}
                     )
             else:
                 raise invalid(f"Malformed request: {method} {uri}")
@@ -253,10 +253,15 @@ class ServingApp:
 
 
 def _learn(signature, elements: int, seconds: float) -> None:
-    """Keep a moving average of the model's cost per input element (decides inline vs pool)."""
+    """Track the model's cost per input element (decides inline vs pool): a slower call
+    raises the estimate at once, faster calls lower it gradually, so one surprisingly slow
+    call is enough to keep the next ones off the event loop."""
     sample = seconds / elements
     old = signature.seconds_per_element
-    signature.seconds_per_element = sample if old is None else 0.8 * old + 0.2 * sample
+    if old is None or sample > old:
+        signature.seconds_per_element = sample
+    else:
+        signature.seconds_per_element = 0.9 * old + 0.1 * sample
 
 
 def _classification_outputs(outputs: dict, count: int):
@@ -300,6 +305,11 @@ def _regression_outputs(outputs: dict, count: int) -> np.ndarray:
             f"{list(values.shape)}"
         )
     return values.reshape(count)
+
+
+def _proto_style_json(value: dict) -> bytes:
+    """Status and metadata as TF Serving prints them (protobuf's JSON printer, 1-space indent)."""
+    return json.dumps(value, indent=1, ensure_ascii=False).encode("utf-8")
 
 
 def _version(text: str | None) -> int | None:

@@ -334,11 +334,19 @@ def _decode_dom(req: PredictBody, inputs: dict) -> tuple[dict, bool]:
 class _Context:
     """What the converters need to know about the document's origin."""
 
-    __slots__ = ("from_json_tier", "may_have_bools")
+    __slots__ = ("from_json_tier", "_body", "_bools")
 
     def __init__(self, path: str, body: bytes):
-        self.from_json_tier = path != "exact"
-        self.may_have_bools = b"true" in body or b"false" in body
+        self.from_json_tier = path != "exact"  # json/orjson: an inf may be an overflow
+        self._body = body
+        self._bools = None
+
+    @property
+    def may_have_bools(self) -> bool:
+        """Whether `true`/`false` occur anywhere (searched once, only when asked)."""
+        if self._bools is None:
+            self._bools = b"true" in self._body or b"false" in self._body
+        return self._bools
 
 
 def _is_b64(v) -> bool:
@@ -402,7 +410,8 @@ def _rows_exact(instances, inputs, names, ctx, *, named: bool) -> dict:
     """FillTensorMapFromInstancesList, element by element, for the exact first error."""
     sizes, shapes, values = {}, {}, {}
 
-    def add_item(item, name):
+    def add_item(item, name, keep=True):
+        """AddInstanceItem: convert, then compare size and shape with the first element."""
         if name not in inputs:
             raise _Status(f"JSON object: does not have named input: {name}")
         shape = _dense_shape(item)
@@ -416,7 +425,7 @@ def _rows_exact(instances, inputs, names, ctx, *, named: bool) -> dict:
             raise _Status(
                 f"Expecting shape {_shape_str(shapes[name])} but got: {_shape_str(shape)}"
             )
-        else:
+        elif keep:
             values[name].append(flat)
 
     for index, elem in enumerate(instances):
@@ -425,11 +434,9 @@ def _rows_exact(instances, inputs, names, ctx, *, named: bool) -> dict:
                 raise CodecError(f"Expecting object but got list at item {index} of input list")
             seen = set()
             for key, value in elem.pairs:
-                if key in seen:  # a repeated key is checked but only its first value is used
-                    continue
-                seen.add(key)
-                try:
-                    add_item(value, key)
+                try:  # a repeated key is checked like any member, but its first value is used
+                    add_item(value, key, keep=key not in seen)
+                    seen.add(key)
                 except _Status as exc:
                     raise CodecError(
                         f"Failed to process element: {index} key: {key} of 'instances' list. "
@@ -738,24 +745,59 @@ def format_float(v, dtype=np.float32) -> str:
     return text
 
 
+_POW10 = np.array([float(f"1e{k}") for k in range(23)])
+
+
+def _six_digits_cannot_roundtrip(v32: np.ndarray) -> np.ndarray:
+    """Float32 values whose %.6g text certainly does not read back as themselves.
+
+    Lets those be written with %.9g straight away instead of formatting, parsing and formatting
+    again. Worked out in float64 with margins; anything close to a tie or a float32 rounding
+    boundary is left out (False), and then the exact check decides.
+    """
+    v = np.abs(v32.astype(np.float64))
+    usable = np.isfinite(v) & (v >= 1e-17) & (v < 1e27)  # 10**k below stays exact (|k| <= 22)
+    v = np.where(usable, v, 1.0)
+    e = np.floor(np.log10(v))
+    for _ in range(2):  # log10 can be one off next to powers of ten
+        k = (5 - e).astype(np.int64)
+        t = np.where(k >= 0, v * _POW10[np.clip(k, 0, 22)], v / _POW10[np.clip(-k, 0, 22)])
+        e = e + (t >= 1e6) - (t < 1e5)
+    k = (5 - e).astype(np.int64)
+    t = np.where(k >= 0, v * _POW10[np.clip(k, 0, 22)], v / _POW10[np.clip(-k, 0, 22)])
+    usable &= (t >= 1e5 + 1e-3) & (t < 1e6 - 1e-3) & (np.abs(t - np.floor(t) - 0.5) > 1e-4)
+    m = np.rint(t)  # the six significant digits %.6g prints
+    d = np.where(k >= 0, m / _POW10[np.clip(k, 0, 22)], m * _POW10[np.clip(-k, 0, 22)])
+    a32 = np.abs(v32).astype(np.float32)
+    up = np.nextafter(a32, np.float32(np.inf)).astype(np.float64)
+    down = np.nextafter(a32, np.float32(0)).astype(np.float64)
+    margin = d * 1e-15
+    outside = (d > (v + up) / 2 + margin) | (d < (v + down) / 2 - margin)
+    return usable & outside
+
+
 def _format_floats(arr: np.ndarray) -> list:
     """format_float over a float32/float64 array, vectorised where it counts."""
     is_double = arr.dtype == np.float64
     flat = arr.ravel()
     values = flat.astype(np.float64).tolist()
-    texts = [f"{v:.6g}" for v in values]
-    if not texts:
-        return texts
-    with np.errstate(all="ignore"):
-        back = np.array(texts, dtype=np.float64)
-        if is_double:
-            same = back == flat
-        else:
-            same = back.astype(np.float32) == flat
-    finite = np.isfinite(flat)
-    redo = np.flatnonzero(~same & finite).tolist()
+    if not values:
+        return []
     wide = "%.17g" if is_double else "%.9g"
-    for i in redo:
+    if is_double:
+        texts = [f"{v:.6g}" for v in values]
+        check = np.ones(len(values), dtype=bool)
+    else:
+        with np.errstate(all="ignore"):
+            check = ~_six_digits_cannot_roundtrip(flat)
+        texts = [("%.6g" if c else "%.9g") % v for v, c in zip(values, check.tolist())]
+    finite = np.isfinite(flat)
+    tried = np.flatnonzero(check & finite)  # the %.6g texts: do they read back exactly?
+    with np.errstate(all="ignore"):
+        back = np.array([texts[i] for i in tried.tolist()], dtype=np.float64)
+        wanted = flat[tried]
+        same = (back == wanted) if is_double else (back.astype(np.float32) == wanted)
+    for i in tried[~same].tolist():
         texts[i] = wide % values[i]
     for i in np.flatnonzero(~finite).tolist():
         v = values[i]

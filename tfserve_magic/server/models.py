@@ -240,8 +240,7 @@ class ModelManager:
     def _initial_load_one(self, name: str, wait: bool) -> str:
         model = self.models[name]
         while not self._stop.is_set():
-            with self._lock:
-                self._poll_model(model)
+            self._poll_model(model)  # no lock: the poll thread has not started yet
             if model.states:
                 break
             if not wait:
