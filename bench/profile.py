@@ -52,8 +52,14 @@ def profile_ours(
     seconds: float,
     batching: bool = False,
     rate: int = 250,
+    gil: bool = True,
 ) -> dict:
-    """Sample our server (attached by pid, after start-up and a warm-up) under load."""
+    """Sample our server (attached by pid, after start-up and a warm-up) under load.
+
+    With ``gil`` (the default) only the thread holding the GIL is sampled: the server is one
+    Python process, so that is the serial work that bounds it, and ``gil_busy`` says how much
+    of the time the GIL was held. Without, every running Python thread is sampled.
+    """
     spy = py_spy_path()
     if spy is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
@@ -68,7 +74,7 @@ def profile_ours(
         wait_ready(server, body)
         load.run_python(server.url, body, concurrency, 1.0, check)  # warm-up, not sampled
         record = [spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate",
-                  str(rate), "--nonblocking", "-o", str(raw_file)]
+                  str(rate), "--nonblocking", "-o", str(raw_file)] + (["--gil"] if gil else [])
         with open(workdir / f"{key}{tag}.py-spy.log", "w") as spy_log:
             sampler = subprocess.Popen(record, stdout=spy_log, stderr=spy_log)
         try:
@@ -76,10 +82,12 @@ def profile_ours(
             if sampler.poll() is not None:
                 raise RuntimeError(f"py-spy could not attach to pid {server.pid} "
                                    f"(see {spy_log.name})")
+            began = time.perf_counter()
             if load.wrk_path():
                 result = load.run_wrk(server.url, assets.bodies[n_images], concurrency, seconds)
             else:
                 result = load.run_python(server.url, body, concurrency, seconds, check)
+            loaded_s = time.perf_counter() - began
         finally:
             if sampler.poll() is None:
                 sampler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
@@ -90,7 +98,8 @@ def profile_ours(
         raise RuntimeError(f"py-spy wrote no samples (see {spy_log.name})")
     summary = fold(raw_file.read_text())
     summary.update({"n_images": n_images, "concurrency": concurrency, "peer": key,
-                    "raw_file": str(raw_file), "per_second": result.per_second})
+                    "raw_file": str(raw_file), "per_second": result.per_second, "gil": gil,
+                    "gil_busy": summary["samples"] / (rate * loaded_s) if gil else None})
     (workdir / f"{key}{tag}.json").write_text(json.dumps(summary, indent=1))
     return summary
 

@@ -335,8 +335,9 @@ def _results_section(results: dict, png_path: Path) -> str:
             name = f"**{name}**"
         lines.append(
             f"| {row['n_images']} | {concurrency} | {name} | {_fmt(row['per_second'])} | "
-            f"{_fmt(low)}-{_fmt(high)} | {_fmt(row['images_per_second'], 0)} | {_fmt(row['p50_ms'], 2)} | "
-            f"{_fmt(row['p99_ms'], 2)} | {_fmt(row['rss_mb'], 0)} | {row['errors']} |"
+            f"{_fmt(low)}-{_fmt(high)} | {_fmt(row['images_per_second'], 0)} | "
+            f"{_fmt(row['p50_ms'], 2)} | {_fmt(row['p99_ms'], 2)} | {_fmt(row['rss_mb'], 0)} | "
+            f"{row['errors']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -447,11 +448,6 @@ def _startup_section(results: dict) -> str:
         f"| difference | {startup['tfserve_start_s'] - startup['import_tensorflow_s']:+.2f} |",
         "",
     ]
-    ready = results.get("ready_s")
-    if ready:
-        lines += ["Launch to first answered predict, while all peers started together "
-                  "(so on shared cores): " + ", ".join(
-                      f"{PEERS[k].short} {v:.1f} s" for k, v in ready.items()) + ".", ""]
     return "\n".join(lines)
 
 
@@ -490,17 +486,24 @@ def _profile_section(results: dict) -> str:
                          "always` takes one anyway)"
                          + (f"; {unmeasured} target(s) were not measured." if unmeasured else "."))
         return "\n".join(lines) + "\n"
-    lines.append("py-spy samples of our server (`py-spy record --pid --nonblocking`, attached "
-                 "after start-up and a warm-up) under the load of the missed targets "
-                 "(`--profile always`: of every target's cell). Samples are of Python threads "
-                 "that were running; native time (orjson, TensorFlow kernels) is counted in the "
-                 "Python function that called it.")
+    which = ("every throughput target's cell (`--profile always`)"
+             if results["settings"].get("profile") == "always" else "the missed targets' cells")
+    lines.append("py-spy samples of our server (`py-spy record --pid --gil --nonblocking`, "
+                 f"attached after start-up and a warm-up), under the load of {which}. Only the "
+                 "thread holding the GIL is sampled: the server is one Python process, so that "
+                 "serial work is what bounds its throughput (TensorFlow's kernels and orjson run "
+                 "without the GIL and are not in these shares; the native calls that hold it "
+                 "count in the Python function that made them). \"GIL held\" is samples over "
+                 "the sampling rate times the load's duration.")
     lines.append("")
     for profile in profiles:
         batching = " with --enable_batching" if profile["peer"] == "ours_batching" else ""
+        held = (f", GIL held {profile['gil_busy']:.0%} of the time"
+                if profile.get("gil_busy") is not None else "")
         lines += [f"### {profile['n_images']} image(s), c={profile['concurrency']}{batching} "
                   f"({profile['per_second']:.1f} req/s under the profiler, "
-                  f"{profile['samples']:,} samples)", ""]
+                  f"{profile['samples']:,} samples{held})", ""]
+        lines += [_profile_reading(results, profile), ""]
         if profile.get("categories"):
             lines += ["| part | share of samples |", "|---|---:|"]
             lines += [f"| {name} | {share:.1f}% |" for name, _, share in profile["categories"]]
@@ -514,3 +517,31 @@ def _profile_section(results: dict) -> str:
             lines.append(f"| `{own[0]}` | {own[2]:.1f}% | | {right} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _profile_reading(results: dict, profile: dict) -> str:
+    """The profile in words: its largest parts, and what bounds this cell."""
+    n_images, concurrency = profile["n_images"], profile["concurrency"]
+    parts = [f"{name} {share:.0f}%" for name, _, share in profile.get("categories", [])[:3]]
+    text = "Largest parts: " + ", ".join(parts) + "."
+    key = profile["peer"]
+    mine = _cell(results, key, n_images, concurrency)
+    ceiling = _cell(results, "ceiling", n_images, 1)
+    flask = _cell(results, "flask", n_images, concurrency)
+    if mine and ceiling and ceiling["per_second"]:
+        text += (f" In the main run this cell did {mine['per_second']:,.0f} req/s, "
+                 f"{mine['per_second'] / ceiling['per_second']:.0%} of the in-process loop "
+                 f"({ceiling['per_second']:,.0f} calls/s, no HTTP)")
+        if flask and flask["per_second"]:
+            text += (f"; the loop does {ceiling['per_second'] / flask['per_second']:.1f}x the "
+                     "Flask peer")
+        text += "."
+    if profile.get("gil_busy") and mine and mine["per_second"]:
+        per_request_ms = 1000.0 * profile["gil_busy"] / profile["per_second"]
+        text += (f" Under the profiler each request held the GIL for about "
+                 f"{per_request_ms:.2f} ms")
+        if ceiling and ceiling["per_second"]:
+            text += (f", against {1000.0 / ceiling['per_second']:.2f} ms for the loop's whole "
+                     "call (parse, array, model, dump)")
+        text += "."
+    return text
