@@ -4,7 +4,7 @@ TF Serving parses requests with RapidJSON (iterative mode, NaN/Inf tokens allowe
 the first value) and prints pieces of the request into its error messages with a 256-byte
 PrettyWriter. Clients see both, so this module reproduces them:
 
-- `parse(data)`: an exact port of the iterative reader's grammar, its quirks (``-NaN``, ``Inf``,
+- `parse(data)`: a re-implementation of the iterative reader's observable grammar, its quirks (``-NaN``, ``Inf``,
   ``NaN.5``) and its error messages and offsets. It is the slow, always-correct tier of the codec:
   the codec first tries faster parsers and comes here for whatever they cannot vouch for.
 - `debug_string(value)`: the truncated pretty print used inside error messages.
