@@ -32,7 +32,7 @@ PARTS = (
       "tfserve_magic/server/_rapidjson")),
     ("batching scheduler (server/batching.py)", ("tfserve_magic/server/batching.py",)),
     ("numpy", ("numpy/",)),
-    ("model call (TensorFlow's Python side and its kernels)", ("tensorflow/", "keras/")),
+    ("model call (TensorFlow)", ("tensorflow/", "keras/")),
     ("routing, checks, model manager (server/*.py)", ("tfserve_magic/",)),
     ("HTTP server (uvicorn, httptools, h11)", ("uvicorn/", "httptools/", "h11/")),
     ("event loop, threads, logging", ("asyncio/", "uvloop/", "concurrent/", "threading.py",

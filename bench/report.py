@@ -384,7 +384,7 @@ def _sweep_section(results: dict) -> str:
     rows = results.get("batching_sweep")
     if not rows:
         return ""
-    used = (REPO / "bench" / "batching.pbtxt").read_text()
+    used = results["settings"].get("batching_parameters", "")
     used_lines = [x.strip() for x in used.splitlines() if x.strip() and not x.startswith("#")]
     lines = ["## Batching parameters sweep", "",
              "`--enable_batching` with other `--batching_parameters_file` settings, each a "
@@ -465,8 +465,9 @@ def _hot_swap_section(results: dict) -> str:
         f"unpinned predict answered by the new version (its outputs differ from the old one's), "
         f"polling every 5 ms: median **{hot['seconds']:.2f} s** (runs: {runs} s). The server "
         f"looks for new versions every `--file_system_poll_wait_seconds` "
-        f"({hot['poll_wait_seconds']:g} s here, TF Serving's default), so about half of that "
-        "interval is waiting for the next look; the rest is loading the SavedModel.",
+        f"({hot['poll_wait_seconds']:g} s here, TF Serving's default), so up to one interval "
+        "(half of one on average; the renames happen at random points of it) is waiting for "
+        "the next look; the rest is loading the SavedModel and switching to it.",
         "",
     ]
     return "\n".join(lines)

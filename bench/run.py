@@ -20,7 +20,16 @@ from pathlib import Path
 
 from bench import load, report, timings
 from bench.model import BODY_SIZES, BenchAssets
-from bench.peers import PEERS, REPO, CeilingPeer, RunningPeer, start_peer, tf_env, wait_ready
+from bench.peers import (
+    BATCHING_FILE,
+    PEERS,
+    REPO,
+    CeilingPeer,
+    RunningPeer,
+    start_peer,
+    tf_env,
+    wait_ready,
+)
 from bench.sweep import sweep
 
 HTTP_PEERS = ("flask", "fastapi", "ours", "ours_batching", "tfs")
@@ -253,6 +262,7 @@ def main(argv=None) -> int:
         "rounds": args.rounds, "seconds": args.seconds, "concurrency": args.concurrency,
         "bodies": args.bodies, "peers": args.peers, "generator": args.generator,
         "quick": args.quick, "profile": args.profile,
+        "batching_parameters": BATCHING_FILE.read_text(),
     }}
     log(f"Preparing the model and bodies under {build_dir} ...")
     assets = prepare_assets(build_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -112,7 +113,9 @@ def measure_hot_swap(assets: BenchAssets, workdir: Path, repeats: int, log=print
             served = _poll_until_served(server.url, body, is_new, timeout=120.0)
             swaps.append(served - appeared)
             log(f"  hot swap to version {version}: {swaps[-1]:.2f} s")
-            time.sleep(poll_s * 1.5)  # let the old version unload before the next swap
+            # Let the old version unload, then rename at a random point of the poll interval:
+            # equal pauses would lock every later swap to the same phase of the server's poll.
+            time.sleep(poll_s * 1.5 + random.uniform(0.0, poll_s))
     finally:
         server.stop()
     return {

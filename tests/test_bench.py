@@ -140,7 +140,7 @@ def test_fold_ranks_functions_and_parts():
         "handle (tfserve_magic/server/app.py)", "decode (tfserve_magic/server/codec.py)"]
     parts = {name: share for name, _, share in profile["categories"]}
     assert parts["JSON <-> numpy codec (server/codec.py and its parsers)"] == 60.0
-    assert parts["model call (TensorFlow's Python side and its kernels)"] == 30.0
+    assert parts["model call (TensorFlow)"] == 30.0
     assert parts["routing, checks, model manager (server/*.py)"] == 10.0
 
 

@@ -499,6 +499,37 @@ def test_a_server_that_exits_early_reports_its_log(model_dir, tmp_path, monkeypa
     assert manager.servers() == []
 
 
+TF_STARTUP_CHATTER = """\
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1795503413.427127   29272 port.cc:153] oneDNN custom operations are on. You may see
+I0000 00:00:1795503413.427458   29272 cudart_stub.cc:31] Could not find cuda drivers on your machine
+I0000 00:00:1795503413.467407   29272 cpu_feature_guard.cc:227] This TensorFlow binary is optimized
+To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow
+E0000 00:00:1795503417.169146   29282 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA \
+error: Failed call to cuInit: UNKNOWN ERROR (303)"""
+
+
+def test_the_log_tail_of_a_failed_start_leaves_out_tensorflow_chatter(model_dir, tmp_path,
+                                                                      monkeypatch):
+    """Every TF process prints these lines on a CPU-only machine; in the error they hide the cause
+    (they stay in the log file)."""
+    (tmp_path / "chatter.txt").write_text(TF_STARTUP_CHATTER + "\n")
+    fake = _fake_binary(
+        tmp_path, f'cat {tmp_path / "chatter.txt"} >&2; echo "Loading servable MLP v1" >&2; '
+        'echo "Failed to start server. Error: Wire format was corrupt" >&2; exit 1'
+    )
+    monkeypatch.setenv(manager.MODEL_SERVER_VAR, str(fake))
+    with pytest.raises(StartError) as err:
+        manager.start("chatty", model_dir, backend="tensorflow_model_server", timeout=30)
+    assert "Wire format was corrupt" in err.value.reason
+    tail = err.value.log_tail
+    assert "Loading servable MLP v1" in tail and "Wire format was corrupt" in tail
+    for chatter in ("absl::InitializeLog", "oneDNN", "cudart_stub", "cpu_feature_guard",
+                    "To enable the following", "cuInit"):
+        assert chatter not in tail and chatter not in str(err.value)
+    assert "oneDNN custom operations" in Path(err.value.log_path).read_text()
+
+
 def test_a_server_that_never_gets_ready_times_out_and_is_stopped(model_dir, tmp_path, monkeypatch):
     pid_file = tmp_path / "pid"
     fake = _fake_binary(tmp_path, f"echo waiting for nothing; echo $$ > {pid_file}; exec sleep 60")

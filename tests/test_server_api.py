@@ -13,6 +13,7 @@ import json
 import socket
 import time
 
+import numpy as np
 import pytest
 import requests
 
@@ -133,6 +134,20 @@ def test_metadata_by_version_and_label(api):
     )
     assert error_of(requests.get(f"{api.url}/v1/models/half/versions/9/metadata"), 404) == (
         "Servable not found for request: Specific(half, 9)"
+    )
+
+
+def test_label_of_an_unknown_model_is_an_unknown_label(api):
+    """TF Serving looks labels up per model: an unknown model with a label is 400, not 404."""
+    assert error_of(post(api, "/v1/models/nope/labels/stable:predict", {}), 400) == (
+        "Unrecognized servable version label: stable"
+    )
+    assert error_of(requests.get(f"{api.url}/v1/models/nope/labels/x/metadata"), 400) == (
+        "Unrecognized servable version label: x"
+    )
+    # Without a label the unknown model is still 404.
+    assert error_of(post(api, "/v1/models/nope:predict", {}), 404) == (
+        "Servable not found for request: Latest(nope)"
     )
 
 
@@ -369,6 +384,10 @@ def test_gzip_bodies(api):
     body = gzip.compress(json.dumps({"instances": [1.0, 2.0]}).encode())
     response = post(api, "/v1/models/half:predict", body, headers={"Content-Encoding": "gzip"})
     assert ok_json(response) == {"predictions": [3.5, 4.0]}
+    # Like TF Serving, any Content-Encoding that contains "gzip" is gunzipped.
+    for encoding in ("x-gzip", "gzip, identity"):
+        also = post(api, "/v1/models/half:predict", body, headers={"Content-Encoding": encoding})
+        assert ok_json(also) == {"predictions": [3.5, 4.0]}
     broken = post(api, "/v1/models/half:predict", b"not gzip",
                   headers={"Content-Encoding": "gzip"})
     assert "gzip" in error_of(broken, 400)
@@ -392,6 +411,53 @@ def test_client_disconnect_mid_body_costs_nothing(api):
             )
     assert ok_json(post(api, "/v1/models/half:predict", {"instances": [1.0]}))
     assert api.alive()
+
+
+def _raw_exchange(api, request: bytes, then: bytes = b"") -> bytes:
+    """Send raw HTTP bytes (``then`` after the server's first reply bytes) and read to EOF."""
+    with socket.create_connection((api.info["host"], api.port), timeout=10) as sock:
+        sock.sendall(request)
+        if then:
+            interim = sock.recv(4096)
+            assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
+            sock.sendall(then)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_what_real_clients_send(api):
+    """curl's form content type, Expect: 100-continue, chunked bodies, HTTP/1.0, a BOM with
+    CRLF and tabs, HEAD, and the MNIST tutorial's json.dumps of float32 lists."""
+    body = b'{"instances": [1.0, 2.0, 5.0]}'
+    form = post(api, "/v1/models/half/versions/1:predict", body,
+                headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert ok_json(form) == {"predictions": [2.5, 3.0, 4.5]}
+    head = (b"POST /v1/models/half/versions/1:predict HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: close\r\n")
+    reply = _raw_exchange(api, head + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+                          % len(body), then=body)
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b'{"predictions":[2.5,3.0,4.5]}')
+    chunked = _raw_exchange(api, head + b"Transfer-Encoding: chunked\r\n\r\n"
+                            b'5\r\n{"ins\r\n19\r\ntances": [1.0, 2.0, 5.0]}\r\n0\r\n\r\n')
+    assert chunked.endswith(b'{"predictions":[2.5,3.0,4.5]}'), chunked
+    http10 = _raw_exchange(api, b"POST /v1/models/half/versions/1:predict HTTP/1.0\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert b" 200 " in http10.split(b"\r\n")[0] and http10.endswith(b"[2.5,3.0,4.5]}")
+    pretty = b'\xef\xbb\xbf{\r\n\t"instances": [\r\n\t\t1e0,\r\n\t\t2E+0,\n\t\t5.0\r\n\t]\r\n}\r\n'
+    assert ok_json(post(api, "/v1/models/half/versions/1:predict", pretty)) == {
+        "predictions": [2.5, 3.0, 4.5]
+    }
+    head_request = requests.head(f"{api.url}/v1/models/half", timeout=10)
+    assert head_request.status_code == 400 and head_request.content == b""
+    # The TF Serving MNIST tutorial: float32 .tolist() through json.dumps (17-digit doubles).
+    values = [0.1, 1 / 3, 1e-7, 0.30000001192092896, -0.0]
+    mnist_style = json.dumps({"signature_name": "serving_default", "instances": values})
+    predicted = ok_json(post(api, "/v1/models/half/versions/1:predict", mnist_style,
+                             headers={"content-type": "application/json"}))["predictions"]
+    expected = np.float32(0.5) * np.array(values, dtype=np.float32) + np.float32(2.0)
+    assert np.array_equal(np.array(predicted, dtype=np.float32), expected)
 
 
 def test_keep_alive_connection_serves_many_requests(api):
@@ -420,7 +486,9 @@ def test_status_is_not_stuck_behind_a_slow_model(api):
 def test_prometheus_metrics(api):
     post(api, "/v1/models/half:predict", {"instances": [1.0]})
     post(api, "/v1/models/nope:predict", {})
-    text = requests.get(f"{api.url}/monitoring/prometheus/metrics").text
+    scraped = requests.get(f"{api.url}/monitoring/prometheus/metrics")
+    assert scraped.headers["Content-Type"] == "text/plain"  # TF Serving's exact header
+    text = scraped.text
     assert "# TYPE :tensorflow:serving:request_count counter" in text
     assert ':tensorflow:serving:request_count{model_name="half",status="OK"}' in text
     assert ':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND"}' in text
@@ -429,3 +497,32 @@ def test_prometheus_metrics(api):
     assert ':tensorflow:cc:saved_model:load_attempt_count{model_path="' in text
     assert "# HELP" not in text
 
+
+
+def _metric_value(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_prometheus_counts_requests_and_histograms_are_cumulative(api):
+    url = f"{api.url}/monitoring/prometheus/metrics"
+    ok = ':tensorflow:serving:request_count{model_name="strings",status="OK"}'
+    bad = ':tensorflow:serving:request_count{model_name="strings",status="INVALID_ARGUMENT"}'
+    latency = (':tensorflow:serving:request_latency_count{model_name="strings",API="predict",'
+               'entrypoint="REST"}')
+    before = requests.get(url).text
+    for _ in range(3):
+        ok_json(post(api, "/v1/models/strings:predict", {"instances": ["a"]}))
+    error_of(post(api, "/v1/models/strings:predict", {"instances": [1]}), 400)
+    after = requests.get(url).text
+    assert _metric_value(after, ok) - _metric_value(before, ok) == 3
+    assert _metric_value(after, bad) - _metric_value(before, bad) == 1
+    assert _metric_value(after, latency) - _metric_value(before, latency) == 3  # successes only
+    prefix = ':tensorflow:serving:request_latency_bucket{model_name="strings",API="predict"'
+    buckets = [line for line in after.splitlines() if line.startswith(prefix)]
+    counts = [float(line.rsplit(" ", 1)[1]) for line in buckets]
+    assert counts == sorted(counts), "bucket counts are cumulative"
+    assert buckets[-1].split("le=")[1].startswith('"+Inf"')
+    assert counts[-1] == _metric_value(after, latency)

@@ -89,6 +89,9 @@ def test_prometheus_text_format():
     assert lines[0] == "# TYPE :tensorflow:serving:request_latency histogram"
     buckets = [line for line in lines if "_bucket" in line]
     assert buckets[-1].endswith('le="+Inf"} 1')
+    # Bounds are written as TF Serving's exporter writes them (6 significant digits).
+    bounds = [line.split('le="')[1].split('"')[0] for line in buckets[:6]]
+    assert bounds == ["10", "18", "32.4", "58.32", "104.976", "188.957"]
     assert any(line.endswith("_count{model_name=\"we\\\"ird\",API=\"predict\","
                              "entrypoint=\"REST\"} 1") for line in lines)
     assert "NOT_FOUND" not in "".join(lines)  # latency is recorded for successes only

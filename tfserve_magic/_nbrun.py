@@ -164,6 +164,7 @@ def run_notebook(
     probe: str | None = None,
     output_path: str | os.PathLike | None = None,
     check_servers: bool = True,
+    kernel_log: str | os.PathLike | None = None,
 ) -> NotebookRun:
     """Execute the notebook at ``path`` top to bottom in a new kernel running this Python.
 
@@ -174,6 +175,9 @@ def run_notebook(
     - ``probe`` is code run after the last cell in the same kernel; what it prints is returned
       (the demo reads the predictions this way). It is not kept in the written notebook.
     - ``output_path`` receives the executed notebook (also when a cell failed, for debugging).
+    - ``kernel_log`` receives what the kernel process itself writes to its stdout/stderr
+      (TensorFlow's C++ start-up lines, which never reach the notebook): kept out of the
+      terminal; its tail is added to a failure's message. Default: a file in the scratch folder.
 
     Raises ``NotebookRunError`` naming the failing cell, and ``ServersLeftError`` when a model
     server started by the notebook still runs after its last cell (the servers are then killed).
@@ -182,7 +186,7 @@ def run_notebook(
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     source = Path(path)
     nb = nbformat.read(source, as_version=4)
@@ -208,6 +212,9 @@ def run_notebook(
         transport="ipc",
         ip=str(scratch / "kernel-ipc"),
     )
+    log_path = Path(kernel_log) if kernel_log is not None else scratch / "kernel.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
     client = NotebookClient(
         nb,
         km=km,
@@ -220,7 +227,8 @@ def run_notebook(
     left: list[int] = []
     failure: BaseException | None = None
     try:
-        with client.setup_kernel(cleanup_kc=True, env=kernel_env, cwd=str(run_dir)):
+        with client.setup_kernel(cleanup_kc=True, env=kernel_env, cwd=str(run_dir),
+                                 stdout=log_file, stderr=log_file):
             kernel_pid = km.provisioner.pid if km.provisioner is not None else 0
             client.wait_for_reply(client.kc.kernel_info())
             try:
@@ -230,13 +238,15 @@ def run_notebook(
                     result.cell_seconds.append(time.monotonic() - cell_started)
                 if probe:
                     result.probe_output = _run_probe(client, nb, probe)
-            except (CellExecutionError, CellTimeoutError) as exc:
+            except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
                 failure = exc
             if check_servers and kernel_pid:
                 # %tfserve stop returns when the server has exited; allow a moment for races
                 left = _wait_gone(servers_of(kernel_pid, run_dir), 5.0)
             client.set_widgets_metadata()
     finally:
+        log_file.close()
+        kernel_tail = _tail_text(log_path, 15) if failure is not None else ""
         result.seconds = time.monotonic() - started
         if output_path is not None:
             out = Path(output_path)
@@ -248,6 +258,8 @@ def run_notebook(
 
     if failure is not None:
         message = _ANSI.sub("", str(failure))
+        if kernel_tail:
+            message += f"\n\nThe kernel process's own output (last lines):\n{kernel_tail}"
         raise NotebookRunError(f"{source.name}: a cell failed:\n{message}") from None
     if left:
         raise ServersLeftError(
@@ -256,6 +268,14 @@ def run_notebook(
             left,
         )
     return result
+
+
+def _tail_text(path: Path, n: int) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
 
 
 def _run_probe(client, nb, code: str) -> str:

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Running {args.notebook.name} headless, {mode} ...", flush=True)
     try:
         run = run_notebook(
-            args.notebook, headless=args.quick, probe=PROBE, output_path=args.output
+            args.notebook, headless=args.quick, probe=PROBE, output_path=args.output,
+            kernel_log=args.output.with_suffix(".kernel.log"),
         )
     except NotebookRunError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)

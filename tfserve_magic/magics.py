@@ -289,7 +289,7 @@ class TFServeMagics(Magics, Configurable):
 
         try:
             print(logs(args.name, n=args.n))
-        except LookupError as exc:
+        except (LookupError, ValueError) as exc:
             raise UsageError(str(exc)) from None
 
     # ------------------------------------------------------------------ widgets
@@ -347,6 +347,9 @@ class TFServeMagics(Magics, Configurable):
             widget = cls(*args, timeout=self.request_timeout, **kwargs)
         except (LookupError, ValueError, RuntimeError) as exc:
             raise UsageError(str(exc)) from None
+        status = getattr(widget, "status", None)
+        if getattr(status, "kind", None) == "error":  # the first predict failed: say so here
+            raise UsageError(status.text.removeprefix("Error: "))
         return widget.show() if hasattr(widget, "show") else widget
 
     # ------------------------------------------------------------------ predict

@@ -579,6 +579,24 @@ def logs(name: str, n: int = 20) -> str:
     return _tail(path, n)
 
 
+# TensorFlow's start-up chatter (every TF process prints it on a CPU-only machine): kept in the
+# log file, left out of the log tail an error message shows, where it would hide the real cause.
+_STARTUP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called"
+    r"|oneDNN custom operations are on"
+    r"|Could not find cuda drivers on your machine"
+    r"|cpu_feature_guard\.cc.*This TensorFlow binary is optimized"
+    r"|^To enable the following instructions:"
+    r"|failed call to cuInit: .*UNKNOWN ERROR \(303\)"
+)
+
+
+def _error_tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
+    """The last ``n`` lines of a failed server's log, without TensorFlow's start-up chatter."""
+    lines = [ln for ln in _tail(path, 4 * n).splitlines() if not _STARTUP_NOISE.search(ln)]
+    return "\n".join(lines[-n:])
+
+
 def _tail(path: Path, n: int) -> str:
     try:
         with open(path, "rb") as fh:
@@ -906,7 +924,7 @@ def _wait_ready(spec, proc, record, *, rest_port, host, timeout, label, progress
         if code is not None:
             _children.pop(proc.pid, None)
             _remove_record(record)
-            tail = _tail(log_path, LOG_TAIL_LINES)
+            tail = _error_tail(log_path)
             return Failed(_failure_reason(name, code, tail), code, tail, str(log_path))
         ready = None
         if spec.backend == "python":
@@ -932,7 +950,7 @@ def _wait_ready(spec, proc, record, *, rest_port, host, timeout, label, progress
             return Launched(handle)
         now = time.monotonic()
         if now - t0 > timeout:
-            tail = _tail(log_path, LOG_TAIL_LINES)
+            tail = _error_tail(log_path)
             _terminate(record, timeout=5.0)
             _remove_record(record)
             return TimedOut(proc.pid, tail, str(log_path))

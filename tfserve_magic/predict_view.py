@@ -237,7 +237,13 @@ def _label_text(value) -> str:
 
 
 def _abridge(value, width: int = 60) -> str:
-    if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
+    if isinstance(value, float) or (
+        isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0
+        and np.asarray(value).dtype.kind == "f"
+    ):  # a float (a regression target, say): 5 significant digits, not 17
+        text = f"{float(np.asarray(value)):.5g}"
+        text = text if any(c in text for c in ".eni") else text + ".0"
+    elif isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
         text = _label_text(np.asarray(value).item())
     elif isinstance(value, (np.ndarray, np.generic, list)):
         text = np.array2string(np.asarray(value), threshold=8, edgeitems=3, precision=4)

@@ -93,7 +93,7 @@ class ServingApp:
         method = scope["method"]
         if self.monitoring_path is not None and scope["path"] == self.monitoring_path:
             body = self.metrics.render().encode("utf-8") if self.metrics else b""
-            await _respond(send, 200, body, b"text/plain; version=0.0.4")
+            await _respond(send, 200, body, b"text/plain")  # as TF Serving
             return
         if not _V1.fullmatch(uri):
             await _respond(send, 404, _HTML_404, b"text/html")
@@ -182,7 +182,8 @@ class ServingApp:
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if headers.get(b"content-encoding", b"").strip().lower() == b"gzip":
+        # TF Serving gunzips when Content-Encoding *contains* "gzip" ("x-gzip", "gzip, br").
+        if b"gzip" in headers.get(b"content-encoding", b"").lower():
             body = _gunzip(body, limit)
         return body
 

@@ -24,6 +24,12 @@ def _escape(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _format_bound(value: float) -> str:
+    """A bucket bound as TF Serving's exporter writes it (``absl::StrCat``: 6 significant
+    digits), so ``le="32.4"`` and not ``le="32.400000000000006"``."""
+    return f"{value:.6g}"
+
+
 def _format_number(value: float) -> str:
     if float(value).is_integer():
         return str(int(value))
@@ -88,7 +94,7 @@ class Histogram(_Metric):
             cumulative = 0
             for bound, count in zip(self.bounds, row):
                 cumulative += count
-                le = f'le="{_format_number(bound)}"'
+                le = f'le="{_format_bound(bound)}"'
                 lines.append(f"{self.name}_bucket{self._label_text(labels, le)} {cumulative}")
             inf_labels = self._label_text(labels, 'le="+Inf"')
             lines.append(f"{self.name}_bucket{inf_labels} {row[-1]}")

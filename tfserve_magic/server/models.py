@@ -175,9 +175,9 @@ class ModelManager:
         """The servable a request addresses; errors as TF Serving words them."""
         model = self.models.get(name)
         if label is not None:
-            if model is None:
-                raise not_found(f"Servable not found for request: Latest({name})")
-            labelled = model.labels.get(label)
+            # TF Serving looks the label up per model name first: an unknown model is an
+            # unknown label (400), not 404.
+            labelled = model.labels.get(label) if model is not None else None
             if labelled is None:
                 raise invalid(f"Unrecognized servable version label: {label}")
             version = labelled

@@ -154,6 +154,12 @@ def class_scores(prediction):
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
         if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+            if np.any(array < 0) or np.any(array > 1):
+                raise ValueError(
+                    "the model returns one number per input, not all within 0..1: that is a "
+                    "regression, not a classifier; these widgets need class scores [N, classes] "
+                    "or one sigmoid probability (use %predict or Client.predict for regressions)"
+                )
             array = np.stack([1.0 - array, array], axis=1)  # one sigmoid unit
             return array.argmax(axis=1), array.astype(np.float32)
     if array.ndim == 1:

@@ -81,6 +81,7 @@ class DrawDigit:
             raise ValueError(f"x must hold images, got shape {self.x.shape}")
         self.input_shape = tuple(input_shape) if input_shape is not None else (
             tuple(self.x.shape[1:]) if self.x is not None else None)
+        self._check_input_shape()
         # models trained on 0..255 pixels get 0..255 pixels
         self.pixel_scale = 255.0 if self.x is not None and float(self.x.max()) > 1.5 else 1.0
 
@@ -253,6 +254,27 @@ class DrawDigit:
             return np.repeat(image.reshape(shape[0], shape[1], 1), 3, axis=-1)[None]
         raise ValueError(f"the model expects inputs shaped {shape}; this widget draws "
                          f"{image.shape[0]}x{image.shape[1]} digits")
+
+    def _check_input_shape(self) -> None:
+        """Refuse up front a model that cannot take a drawn 28x28 digit (e.g. tabular inputs)."""
+        from tfserve_magic.client import ServingError
+
+        try:
+            shape = self._input_shape()
+        except (ServingError, OSError):  # not answering now: asked again at the first predict
+            self.input_shape = None
+            return
+        side = raster.MNIST_SIDE
+        pixels = side * side
+        if int(np.prod(shape)) == pixels or (
+            len(shape) == 3 and shape[-1] == 3 and shape[0] * shape[1] == pixels
+        ):
+            return
+        raise ValueError(
+            f"{client_name(self.client)} takes inputs shaped {list(shape)}, not {side}x{side} "
+            f"images: the draw widget needs a digit classifier (e.g. [{side},{side},1] or "
+            f"[{pixels}]); for other models use %predict or %tfserve explore"
+        )
 
     def _input_shape(self) -> tuple:
         if self.input_shape is None:
