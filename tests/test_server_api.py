@@ -299,6 +299,37 @@ def test_shape_errors_come_from_the_model(api):
     assert "Detected at node" not in message and "[Op:" not in message
 
 
+def test_model_errors_and_dropped_clients_do_not_disturb_concurrent_requests(api):
+    """TF op errors, parse errors and half-sent bodies interleaved with good requests from
+    several threads: every good request gets its own right answer, and the server lives."""
+    wrong = {"inputs": {"a": [[1.0, 2.0], [3.0, 4.0]], "b": [1, 2, 3]}}
+
+    def client(worker):
+        with requests.Session() as session:
+            for step in range(12):
+                value = float(worker * 100 + step)
+                good = session.post(f"{api.url}/v1/models/half/versions/1:predict",
+                                    data=json.dumps({"instances": [value]}), timeout=30)
+                assert good.json() == {"predictions": [0.5 * value + 2.0]}
+                if step % 3 == 0:
+                    bad = session.post(f"{api.url}/v1/models/multi:predict",
+                                       data=json.dumps(wrong), timeout=30)
+                    assert "Incompatible shapes" in error_of(bad, 400)
+                elif step % 3 == 1:
+                    assert "Parse error" in error_of(session.post(
+                        f"{api.url}/v1/models/half:predict", data=b"{", timeout=30), 400)
+                else:
+                    with socket.create_connection((api.info["host"], api.port), 5) as sock:
+                        sock.sendall(b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Length: 50\r\n\r\n{\"instances\"")
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        for future in [pool.submit(client, worker) for worker in range(6)]:
+            future.result()
+    assert api.alive()
+    assert "model_version_status" in ok_json(requests.get(f"{api.url}/v1/models/half"))
+
+
 # ---- classify / regress ----
 
 
@@ -325,6 +356,28 @@ def test_classify_regress_errors(api):
     # An int64 feature where the model parses float: the TF op's own error, 400.
     body = {"signature_name": "regress", "examples": [{"x": 4}]}
     assert "Data types don't match" in error_of(post(api, "/v1/models/half:regress", body), 400)
+
+
+def test_classify_regress_signature_checks_use_tf_serving_words(api):
+    """GetClassification/RegressionSignatureDef before the run, PostProcess*Result after."""
+    def error(verb, model, signature, status=400):
+        body = {"signature_name": signature, "examples": [{"x": 1.0}]}
+        return error_of(post(api, f"/v1/models/{model}:{verb}", body), status)
+
+    assert error("classify", "half", "nope") == "No signature was found with the name: nope"
+    assert error("regress", "half", "classify") == "Expected one output Tensor."
+    regress_sig = error("classify", "half", "regress")
+    assert regress_sig.startswith('Expected classification signature outputs to contain at least '
+                                  'one of "classes" or "scores". Signature was: inputs {')
+    assert 'key: "outputs"' in regress_sig  # the SignatureDef's text form, as DebugString
+    default = error("regress", "half", "")
+    assert default.startswith("No regression inputs found in SignatureDef: inputs {")
+    assert error("classify", "dtypes", "double_scores") == (
+        "Expected scores Tensor of DT_FLOAT. Got: DT_DOUBLE"
+    )
+    assert error("regress", "dtypes", "wide_outputs") == (
+        "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got [1,2]"
+    )
 
 
 # ---- URLs, methods, headers ----

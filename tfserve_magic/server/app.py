@@ -200,14 +200,7 @@ class ServingApp:
     async def _classify_regress(self, api, name, version, label, body: bytes) -> bytes:
         request = codec.parse_examples(body, api)
         servable = self.manager.resolve(name, version, label)
-        signature = servable.signature(request.signature_name)
-        what = "classification" if api == "classify" else "regression"
-        if len(signature.specs) != 1:
-            raise invalid("Expected one input Tensor.")
-        if "inputs" not in signature.specs:
-            raise invalid(f"No {what} inputs found in SignatureDef: {signature.name}")
-        if signature.specs["inputs"][1] != "string":
-            raise invalid(f"Expected {what} input Tensor of DT_STRING in SignatureDef")
+        signature = servable.example_signature(request.signature_name, api)
         serialized = np.empty(len(request.serialized), dtype=object)
         serialized[:] = list(request.serialized)
         outputs = await self._run(servable, signature, {"inputs": serialized}, api=api)
@@ -265,46 +258,56 @@ def _learn(signature, elements: int, seconds: float) -> None:
         signature.seconds_per_element = 0.9 * old + 0.1 * sample
 
 
+def _dt_name(array: np.ndarray) -> str:
+    """TensorFlow's DataType name of an output array (DT_FLOAT, DT_STRING, ...)."""
+    name = array.dtype.name
+    return "DT_" + {"float32": "FLOAT", "float64": "DOUBLE", "float16": "HALF",
+                    "object": "STRING", "bytes": "STRING"}.get(name, name.upper())
+
+
+def _shape_text(array: np.ndarray) -> str:
+    """A shape as TensorShape::DebugString prints it: [2,3]."""
+    return "[" + ",".join(str(d) for d in array.shape) + "]"
+
+
 def _classification_outputs(outputs: dict, count: int):
+    """TF Serving's PostProcessClassificationResult checks, in its order and words."""
     classes, scores = outputs.get("classes"), outputs.get("scores")
-    if classes is None and scores is None:
-        raise invalid(
-            "Expected classification signature outputs to contain at least one of "
-            '"classes" or "scores"'
-        )
-    for name, value in (("classes", classes), ("scores", scores)):
+    for name, value, dtype in (("classes", classes, "DT_STRING"), ("scores", scores, "DT_FLOAT")):
         if value is None:
             continue
-        if value.ndim != 2 or value.shape[0] != count:
+        if value.ndim != 2:
             raise invalid(
-                f"Expected {name} Tensor shape: [batch_size num_classes] with batch_size "
-                f"{count}, but got {list(value.shape)}"
+                f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(value)}"
             )
-    if classes is not None and classes.dtype != object:
-        raise invalid(f"Expected classes Tensor of DT_STRING. Got: {classes.dtype}")
-    if scores is not None and scores.dtype.kind != "f":
-        raise invalid(f"Expected scores Tensor of DT_FLOAT. Got: {scores.dtype}")
-    if classes is not None and scores is not None and classes.shape != scores.shape:
+        if _dt_name(value) != dtype:
+            raise invalid(f"Expected {name} Tensor of {dtype}. Got: {_dt_name(value)}")
+        if value.shape[0] != count:
+            raise invalid(
+                f"Expected {name} output batch size of {count}. Got: {value.shape[0]}"
+            )
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise invalid(
-            f"Tensors class and score should match in shape, got {list(classes.shape)} and "
-            f"{list(scores.shape)}"
+            "Tensors class and score should match in dim_size(1). Got "
+            f"{classes.shape[1]} vs. {scores.shape[1]}"
         )
     return classes, scores
 
 
 def _regression_outputs(outputs: dict, count: int) -> np.ndarray:
-    if len(outputs) != 1:
-        raise invalid("Expected one output Tensor.")
-    values = outputs.get("outputs")
-    if values is None:
-        raise invalid("No regression outputs found in SignatureDef")
-    if values.dtype.kind != "f":
-        raise invalid(f"Expected output Tensor of DT_FLOAT. Got: {values.dtype}")
-    if not (values.shape == (count,) or values.shape == (count, 1)):
+    """TF Serving's PostProcessRegressionResult checks, in its order and words."""
+    values = outputs["outputs"]
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise invalid(
             "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{list(values.shape)}"
+            f"{_shape_text(values)}"
         )
+    if values.shape[0] != count:
+        raise invalid(
+            f"Input batch size did not match output batch size: {count} vs. {values.shape[0]}"
+        )
+    if _dt_name(values) != "DT_FLOAT":
+        raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: {_dt_name(values)}")
     return values.reshape(count)
 
 

@@ -51,6 +51,8 @@ class Signature:
         self.name = name
         self.function = function
         self.method_name = signature_def.method_name if signature_def is not None else ""
+        # The proto's text form: TF Serving quotes it (DebugString) in classify/regress errors.
+        self.debug_string = str(signature_def) if signature_def is not None else ""
         self.seconds_per_element: float | None = None  # measured cost; app.py reads it
         self.specs: dict[str, tuple] = {}
         self.output_names: list[str] = []
@@ -110,6 +112,34 @@ class Servable:
             raise invalid(
                 f'Serving signature name: "{name or "serving_default"}" not found in signature def'
             )
+        return sig
+
+    def example_signature(self, name: str, api: str) -> Signature:
+        """The signature of a classify/regress call, checked as TF Serving checks it before
+        any run (``GetClassificationSignatureDef`` / ``GetRegressionSignatureDef``)."""
+        key = name or "serving_default"
+        sig = self.signatures.get(key)
+        if sig is None:
+            raise invalid(f"No signature was found with the name: {key}")
+        outputs = set(sig.output_names)
+        what = "classification" if api == "classify" else "regression"
+        if len(sig.specs) != 1:
+            raise invalid("Expected one input Tensor.")
+        if api == "classify" and len(outputs) not in (1, 2):
+            raise invalid(f"Expected one or two output Tensors, found {len(outputs)}")
+        if api == "regress" and len(outputs) != 1:
+            raise invalid("Expected one output Tensor.")
+        if "inputs" not in sig.specs:
+            raise invalid(f"No {what} inputs found in SignatureDef: {sig.debug_string}")
+        if api == "classify" and not outputs & {"classes", "scores"}:
+            raise invalid(
+                'Expected classification signature outputs to contain at least one of "classes"'
+                f' or "scores". Signature was: {sig.debug_string}'
+            )
+        if api == "regress" and "outputs" not in outputs:
+            raise invalid(f"No regression outputs found in SignatureDef: {sig.debug_string}")
+        if sig.specs["inputs"][1] != "string":  # TF Serving leaves this to the session's error
+            raise invalid(f"Expected {what} input Tensor of DT_STRING in SignatureDef")
         return sig
 
     def metadata_json(self) -> dict:
