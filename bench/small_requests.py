@@ -5,6 +5,11 @@ on the harness's cached MNIST MLP and bodies, next to the in-process ceiling's
 ``orjson.loads`` + ``np.asarray`` + signature + ``orjson.dumps``. CPU time per call, best of
 several rounds (the machine is shared, so the minimum is the steadiest number).
 Run: ``python -m bench.small_requests [--images 1,100] [--rounds 7]``.
+
+``--http TREE[,TREE...]`` instead serves the model from each source tree (a folder holding a
+``tfserve_magic`` package, e.g. ``git archive HEAD tfserve_magic | tar -x -C /tmp/old``; ``.``
+is this checkout) and drives it with wrk (1-image body, ``--concurrency``), alternating the
+trees for ``--rounds`` rounds, so an A/B comparison sees the same machine load.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -71,55 +80,140 @@ def main() -> None:
     parser.add_argument("--images", default="1,100")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--model", default=os.path.join(BUILD, "models", "serve", "MLP", "1"))
+    parser.add_argument("--http", help="comma-separated source trees to compare over HTTP")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--serve-args", default="", help="extra flags for every server")
     args = parser.parse_args()
+    if args.http:
+        _http_ab(args)
+        return
     tf.config.threading.set_intra_op_parallelism_threads(1)
     servable = Servable("MLP", 1, args.model, ["serve"])
     sig = servable.signature("serving_default")
-    fn = sig.function
-    (input_name,) = sig.specs
     gc.freeze()
     for images in [int(n) for n in args.images.split(",")]:
-        body = _body(images)
-        req = codec.parse_predict(body)
-        tensors, row = codec.decode_predict(req, sig.specs)
-        outputs = sig.run(tensors)
-        x = tensors[input_name]
+        _report(images, sig, args.rounds)
 
-        def parse_decode():
-            r = codec.parse_predict(body)
-            return codec.decode_predict(r, sig.specs)
 
-        def baseline_decode():
-            return np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
+def _report(images: int, sig, rounds: int) -> None:
+    """Print each step's cost for one body size."""
+    fn = sig.function
+    (input_name,) = sig.specs
+    body = _body(images)
+    req = codec.parse_predict(body)
+    tensors, row = codec.decode_predict(req, sig.specs)
+    outputs = sig.run(tensors)
+    x = tensors[input_name]
 
-        def whole():
-            r = codec.parse_predict(body)
-            t, rw = codec.decode_predict(r, sig.specs)
-            return codec.encode_predict(sig.run(t), rw)
+    def parse_decode():
+        r = codec.parse_predict(body)
+        return codec.decode_predict(r, sig.specs)
 
-        def ceiling():
-            images_ = np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
-            (out,) = fn(**{input_name: tf.constant(images_)}).values()
-            return orjson.dumps({"predictions": out.numpy()}, option=orjson.OPT_SERIALIZE_NUMPY)
+    def baseline_decode():
+        return np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
 
-        steps = [
-            ("parse + decode (codec)", parse_decode),
-            ("orjson.loads + np.asarray", baseline_decode),
-            ("Signature.run", lambda: sig.run({input_name: x})),
-            ("signature(**kwargs) (ceiling's call)",
-             lambda: fn(**{input_name: tf.constant(x)})),
-            ("encode_predict", lambda: codec.encode_predict(outputs, row)),
-            ("orjson.dumps numpy", lambda: orjson.dumps(
-                {"predictions": outputs[next(iter(outputs))]},
-                option=orjson.OPT_SERIALIZE_NUMPY)),
-            ("whole _predict (sync)", whole),
-            ("ceiling loop", ceiling),
-        ]
-        print(f"{images} image(s), body {len(body):,} bytes, path {req.path}/{req.decoded_by}")
-        print(f"  {'step':40s} {'wall us':>9s} {'thread CPU us':>14s}")
-        for label, step in steps:
-            wall, cpu = _best(step, args.rounds)
-            print(f"  {label:40s} {wall * 1e6:9.1f} {cpu * 1e6:14.1f}")
+    def whole():
+        r = codec.parse_predict(body)
+        t, rw = codec.decode_predict(r, sig.specs)
+        return codec.encode_predict(sig.run(t), rw)
+
+    def ceiling():
+        images_ = np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
+        (out,) = fn(**{input_name: tf.constant(images_)}).values()
+        return orjson.dumps({"predictions": out.numpy()}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    steps = [
+        ("parse + decode (codec)", parse_decode),
+        ("orjson.loads + np.asarray", baseline_decode),
+        ("Signature.run", lambda: sig.run({input_name: x})),
+        ("signature(**kwargs) (ceiling's call)",
+         lambda: fn(**{input_name: tf.constant(x)})),
+        ("encode_predict", lambda: codec.encode_predict(outputs, row)),
+        ("orjson.dumps numpy", lambda: orjson.dumps(
+            {"predictions": outputs[next(iter(outputs))]},
+            option=orjson.OPT_SERIALIZE_NUMPY)),
+        ("whole _predict (sync)", whole),
+        ("ceiling loop", ceiling),
+    ]
+    print(f"{images} image(s), body {len(body):,} bytes, path {req.path}/{req.decoded_by}")
+    print(f"  {'step':40s} {'wall us':>9s} {'thread CPU us':>14s}")
+    for label, step in steps:
+        wall, cpu = _best(step, rounds)
+        print(f"  {label:40s} {wall * 1e6:9.1f} {cpu * 1e6:14.1f}")
+
+
+def _start_server(tree: str, base_path: str, extra: list, workdir: str):
+    """A `tfserve_magic serve` process importing the package from `tree`; (process, url)."""
+    info = os.path.join(workdir, f"info-{abs(hash(tree))}.json")
+    if os.path.exists(info):
+        os.unlink(info)
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), CUDA_VISIBLE_DEVICES="")
+    command = [sys.executable, "-m", "tfserve_magic", "serve", "--model_name=MLP",
+               f"--model_base_path={base_path}", "--rest_api_port=0", f"--info_file={info}",
+               f"--parent_pid={os.getpid()}", *extra]
+    # cwd elsewhere: `python -m` puts the working directory before PYTHONPATH on sys.path.
+    process = subprocess.Popen(command, env=env, cwd=workdir, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(info):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server from {tree} did not start")
+        time.sleep(0.05)
+    with open(info) as f:
+        url = json.load(f)["url"]
+    return process, url
+
+
+def _wrk(url: str, body_path: str, connections: int, seconds: int) -> float:
+    lua = os.path.join(os.path.dirname(__file__), "wrk_post.lua")
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", lua,
+         f"{url}/v1/models/MLP:predict", "--", body_path],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    bad = re.search(r'"bad":\s*(\d+)', out)
+    if bad and int(bad.group(1)):
+        raise RuntimeError(f"wrk saw {bad.group(1)} bad responses")
+    return float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
+
+
+def _http_ab(args) -> None:
+    trees = args.http.split(",")
+    base_path = os.path.dirname(os.path.abspath(args.model))
+    with tempfile.TemporaryDirectory() as workdir:
+        body_path = os.path.join(workdir, "body.json")
+        with open(body_path, "wb") as f:
+            f.write(_body(1))
+        results = {tree: [] for tree in trees}
+        cpu = {tree: [] for tree in trees}  # server CPU (all threads) per request, us
+        for round_ in range(args.rounds):
+            for tree in trees if round_ % 2 == 0 else trees[::-1]:
+                process, url = _start_server(tree, base_path, args.serve_args.split(), workdir)
+                try:
+                    _wrk(url, body_path, args.concurrency, 1)  # warm-up
+                    cpu_before = _cpu_seconds(process.pid)
+                    rate = _wrk(url, body_path, args.concurrency, int(args.seconds))
+                    cpu_us = (_cpu_seconds(process.pid) - cpu_before) / (rate * args.seconds) * 1e6
+                    results[tree].append(rate)
+                    cpu[tree].append(cpu_us)
+                finally:
+                    process.terminate()
+                    process.wait(timeout=30)
+                print(f"round {round_ + 1} {tree}: {results[tree][-1]:,.0f} req/s, server CPU "
+                      f"{cpu[tree][-1]:,.0f} us/request", flush=True)
+        for tree, values in results.items():
+            print(f"{tree}: median {float(np.median(values)):,.0f} req/s "
+                  f"({', '.join(f'{v:,.0f}' for v in values)}), server CPU "
+                  f"{float(np.median(cpu[tree])):,.0f} us/request")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -99,3 +99,15 @@ def test_errors_are_usage_errors(shell, tmp_path):
 def test_help_does_not_raise(shell, capsys):
     assert shell.run_line_magic("tfserve", "export --help") is None
     assert "--input-signature" in capsys.readouterr().out
+
+
+def test_a_base_path_under_a_file_and_a_mismatched_input_signature_are_usage_errors(
+    shell, trained_mlp, tmp_path
+):
+    shell.user_ns["model"] = trained_mlp
+    (tmp_path / "notes.txt").write_text("not a folder")
+    with pytest.raises(UsageError, match="cannot create BASE_PATH .*notes.txt/saved: Not a dir"):
+        export(shell, f"model {tmp_path / 'notes.txt' / 'saved'}")
+    # Keras says why after a generic first line; the message must carry the reason
+    with pytest.raises(UsageError, match=r"could not write the model.*shape \(None, 10\)"):
+        export(shell, f"model {tmp_path / 'wrong'} --input-signature 'float32[None,10]'")

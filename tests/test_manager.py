@@ -266,13 +266,20 @@ def test_start_reuse_restart_stop(model_dir, tmp_path):
 
     again = manager.start("half", model_dir, port=0, poll=1)
     assert again.reused and again.pid == first.pid and "Reusing half v1" in again.summary()
+    # asking for the port it already has (explicitly, as `--port N` does) reuses it too
+    exact = manager.start("half", model_dir, port=first.port, port_retries=0, poll=1)
+    assert exact.reused and exact.pid == first.pid
+    with pytest.raises(StartError, match="other start options: port"):
+        manager.start("half", model_dir, port=free_port(), port_retries=0, poll=1)
 
     other = tmp_path / "other"
     shutil.copytree(model_dir, other)
-    with pytest.raises(StartError, match="--restart"):
+    with pytest.raises(StartError, match="--restart") as err:
         manager.start("half", other, port=0, poll=1)
-    with pytest.raises(StartError, match="--restart"):
+    assert f"options: base path (base_path '{model_dir}' now '{other}')" in str(err.value)
+    with pytest.raises(StartError, match="--restart") as err:
         manager.start("half", model_dir, port=0, poll=2)
+    assert "options: poll (poll 1.0 now 2.0)" in str(err.value)  # names what differs
     assert pid_running(first.pid)
 
     restarted = manager.start("half", other, port=0, poll=1, restart=True)
@@ -359,6 +366,24 @@ def test_owner_killed_with_sigkill_takes_its_server_along(model_dir):
     assert (manager.state_dir() / "orphan.json").exists()  # nobody was left to remove it...
     assert "orphan" not in [h.name for h in manager.servers()]
     assert not (manager.state_dir() / "orphan.json").exists()  # ...so listing pruned it
+
+
+def test_a_server_whose_owner_died_is_replaced_not_reused(model_dir):
+    """Between its kernel's death and its own exit (its pid watch) a server must not be reused:
+    "Restart & Run All" would get a server that dies under the new kernel."""
+    ghost = manager.start("ghost", model_dir, port=0, detach=True)  # never exits on its own
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    record_path = manager.state_dir() / "ghost.json"
+    record = json.loads(record_path.read_text())
+    record.update(owner_pid=dead.pid, detach=False)  # as if owned by a kernel that just died
+    record["key"]["detach"] = False
+    record_path.write_text(json.dumps(record))
+    fresh = manager.start("ghost", model_dir, port=0)
+    assert not fresh.reused and fresh.pid != ghost.pid
+    assert wait_gone(ghost.pid, 5)
+    assert [h.pid for h in manager.servers() if h.name == "ghost"] == [fresh.pid]
+    manager.stop("ghost")
 
 
 def test_owner_exit_stops_owned_servers_but_not_detached(model_dir):

@@ -56,7 +56,7 @@ def tabular(tmp_path_factory):
 @pytest.fixture
 def user_shell(shell, tabular):
     x, y, url = tabular
-    shell.user_ns.update(X=x, Y=y, TAB=f"{url}/v1/models/TAB", REG=f"{url}/v1/models/REG")
+    shell.user_ns.update(X=x, Y=y, np=np)
     return shell
 
 
@@ -88,7 +88,8 @@ def test_draw_of_a_model_without_image_inputs_is_refused_up_front(user_shell, ta
 
 def test_float_labels_are_shown_with_the_predictions_precision(user_shell, tabular):
     x, _, url = tabular
-    result = user_shell.run_line_magic("predict", f"{url}/v1/models/REG X[:3] --labels X[:3].sum(1)")
+    line = f"{url}/v1/models/REG X[:3] --labels X[:3].sum(1)"
+    result = user_shell.run_line_magic("predict", line)
     assert isinstance(result, PredictionResult)
     text = repr(result)
     for target in x[:3].sum(axis=1):
@@ -99,3 +100,11 @@ def test_float_labels_are_shown_with_the_predictions_precision(user_shell, tabul
 def test_logs_with_a_count_below_one_is_a_usage_error(shell):
     with pytest.raises(UsageError, match="at least 1"):
         shell.run_line_magic("tfserve", "logs MLP -n 0")
+
+
+def test_a_stray_string_in_the_request_is_named_in_the_error(user_shell, tabular):
+    _, _, url = tabular
+    with pytest.raises(UsageError, match=r"(?s)expected type: float.*list\[1,4\] of int, str"):
+        user_shell.run_line_magic("predict", f"{url}/v1/models/TAB [[1, 'a', 2, 3]]")
+    with pytest.raises(UsageError, match=r"sent: instances str\[2,4\]"):
+        user_shell.run_line_magic("predict", f"{url}/v1/models/TAB np.full((2, 4), 'x')")

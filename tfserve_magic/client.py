@@ -426,16 +426,21 @@ class _RowBatch:
 def _describe_value(value) -> str:
     """What was sent, e.g. ``float64[2,784]`` or ``list[3] of int``."""
     if isinstance(value, np.ndarray):
-        return f"{value.dtype}{_shape_text(value.shape)}"
+        kind = {"U": "str", "S": "bytes"}.get(value.dtype.kind, str(value.dtype))
+        return f"{kind}{_shape_text(value.shape)}"
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{k}: {_describe_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
-        shape, inner = [], value
+        shape, inner, row = [], value, value
         while isinstance(inner, (list, tuple)) and inner:
             shape.append(len(inner))
-            inner = inner[0]
-        leaf = "dict" if isinstance(inner, Mapping) else type(inner).__name__
-        return f"list{_shape_text(shape)} of {leaf}"
+            row, inner = inner, inner[0]
+        # the innermost row's element types: a stray string among numbers shows as "int, str"
+        leaves = [inner] if row is value and not value else list(row[:100])
+        names = dict.fromkeys(
+            "dict" if isinstance(v, Mapping) else type(v).__name__ for v in leaves
+        )
+        return f"list{_shape_text(shape)} of {', '.join(names)}"
     if hasattr(value, "__array__"):
         return _describe_value(np.asarray(value))
     return type(value).__name__

@@ -835,6 +835,18 @@ def _install(tmp: Path, target: Path, overwrite: bool) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
+def _gist(exc: BaseException, limit: int = 400) -> str:
+    """The lines of an error that say what went wrong (Keras puts them after a generic one)."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return ""
+    text = lines[0]
+    if text.startswith("Exception encountered when calling") and len(lines) > 1:
+        text += " " + lines[1]  # e.g. "Input 0 of layer ... expected axis -1 ... to have value 3"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def export_model(
     model,
     base_path,
@@ -882,7 +894,10 @@ def export_model(
             f"{(existing[-1] + 1) if existing else 1}"
         )
 
-    base.mkdir(parents=True, exist_ok=True)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create BASE_PATH {base}: {exc.strerror or exc}") from None
     tmp = base / f".tmp-export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         try:
@@ -892,8 +907,7 @@ def export_model(
             raise
         except Exception as exc:
             raise ExportError(
-                f"TensorFlow could not write the model: {type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                f"TensorFlow could not write the model: {type(exc).__name__}: {_gist(exc)}"
             ) from exc
         worst = _verify(tmp, endpoints, sample) if verify else {}
         import tensorflow as tf

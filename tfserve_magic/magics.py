@@ -241,7 +241,8 @@ class TFServeMagics(Magics, Configurable):
                 progress=line.update,
             )
         except StartError as exc:
-            line.update(f"Failed to start {args.name or args.config} (why: below)", final=True)
+            if line.shown:  # close the "Starting ..." line; a refused request shows only the error
+                line.update(f"Failed to start {args.name or args.config} (why: below)", final=True)
             raise UsageError(str(exc)) from None
         line.update(handle.summary(), final=True)
         return handle
@@ -380,6 +381,11 @@ class _StatusLine:
         self._in_kernel = getattr(shell, "kernel", None) is not None
         self._handle = None
         self._printed_first = False
+
+    @property
+    def shown(self) -> bool:
+        """Whether a line was shown yet."""
+        return self._printed_first or self._handle is not None
 
     def update(self, text: str, final: bool = False) -> None:
         if not self._in_kernel:

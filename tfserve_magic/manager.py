@@ -960,6 +960,54 @@ def _wait_ready(spec, proc, record, *, rest_port, host, timeout, label, progress
         time.sleep(0.1)
 
 
+_KEY_WORDS = {"base_path": "base path", "config": "config file", "config_sha256": "config text",
+              "port_retries": "port choice (--port given or not)", "extra_args": "server flags",
+              "gpu_env": "gpu", "binary": "backend"}
+
+
+def _orphaned(record: dict) -> bool:
+    """A server whose owner (a kernel, restarted or killed) is gone but which has not exited yet.
+
+    It watches its owner's pid and stops within a second or so; reusing it in that second (a
+    quick "Restart & Run All") would hand the new kernel a server that dies under it.
+    """
+    owner = int(record.get("owner_pid") or 0)
+    return bool(owner) and not record.get("detach") and owner != os.getpid() and not _pid_alive(
+        owner
+    )
+
+
+def _same_start(old, new: dict, running_port: int) -> bool:
+    """Whether a running server answers a new start request as asked (then it is reused).
+
+    A port that differs only in how it was asked for (``--port 8501`` against the default "8501
+    or the next free one") still matches when the server already listens where it is asked to.
+    """
+    new = json.loads(json.dumps(new))
+    if old == new:
+        return True
+    if not isinstance(old, dict):
+        return False
+    rest_old = {k: v for k, v in old.items() if k not in ("port", "port_retries")}
+    rest_new = {k: v for k, v in new.items() if k not in ("port", "port_retries")}
+    return rest_old == rest_new and new.get("port") in (0, running_port)
+
+
+def _key_difference(old, new: dict) -> str:
+    """What differs between a running server's start options and a new request's, in words."""
+    new = json.loads(json.dumps(new))
+    old = old if isinstance(old, dict) else {}
+    changed = [k for k in new if k != "name" and old.get(k) != new[k]]
+    words = list(dict.fromkeys(_KEY_WORDS.get(k, k.replace("_", " ")) for k in changed))
+    if not words:
+        return "base path or options"
+    details = []
+    for key in changed[:3]:
+        if key in ("base_path", "port", "host", "gpu", "detach", "backend", "poll", "grpc_port"):
+            details.append(f"{key} {old.get(key)!r} now {new[key]!r}")
+    return ", ".join(words) + (f" ({'; '.join(details)})" if details else "")
+
+
 def start(
     name: str | None,
     base_path: str | os.PathLike | None = None,
@@ -1046,8 +1094,11 @@ def start_result(
     with _lock, _NameLock(spec.name):
         existing = next((r for r in _live_records() if r["name"] == spec.name), None)
         if existing is not None:
-            same = existing.get("key") == json.loads(json.dumps(spec.key))
             handle = _handle(existing, refresh=True)
+            same = _same_start(existing.get("key"), spec.key, handle.port)
+            orphaned = _orphaned(existing)
+            if orphaned:  # its kernel is gone: it is about to exit, never reuse it
+                same, restart = True, True
             if same and not restart and handle.healthy and all(handle.models.values()):
                 handle.reused = True
                 return Reused(handle)
@@ -1055,10 +1106,13 @@ def start_result(
                 source = existing.get("config") or existing.get("base_path")
                 raise StartError(
                     f"a server named {spec.name!r} is already running (pid {existing['pid']}, "
-                    f"{source}) with a different base path or options; pass --restart "
-                    f"(restart=True) to replace it, or stop it with %tfserve stop {spec.name}"
+                    f"{source}) with other start options: "
+                    f"{_key_difference(existing.get('key'), spec.key)}; pass --restart "
+                    f"(restart=True) to replace it, or stop it with "
+                    f"%tfserve stop {spec.name}"
                 )
-            why = "restarting" if restart else "not answering; restarting"
+            why = ("its owner is gone; restarting" if orphaned else
+                   "restarting" if restart else "not answering; restarting")
             progress(f"{spec.name} (pid {existing['pid']}) {why} ...")
             _terminate(existing, timeout=10.0)
             _remove_record(existing)

@@ -1,4 +1,4 @@
-"""Fast path for plain numeric predict bodies: bytes -> numpy without Python floats.
+"""Fast path for plain numeric predict bodies: bytes -> numpy without a JSON document tree.
 
 Handles the common request shape ``{"instances": [[...]]}`` / ``{"inputs": [...]}`` (optionally
 with a string ``signature_name`` before or after) whose payload is a rectangular nest of JSON
@@ -16,6 +16,8 @@ numbers. Everything runs as a few vectorised passes over the bytes:
    with a SWAR digit trick (8 digits per multiply chain); the decimal point is then cut out
    and the result scaled by a power of ten.
 
+Steps 2-4 are first done more cheaply by ``_scan_with_orjson`` (bytes operations, then orjson
+on the bracket-free numbers); the vectorised scan is its fallback for NaN/Infinity tokens.
 Anything unusual returns None and the caller takes the slower tiers, which also produce
 TF Serving's error messages. The scan never raises for bad input. docs/codec.md has the
 details and the measurements.
@@ -26,11 +28,12 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import orjson
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tfserve_magic.server import _rapidjson
 
-__all__ = ["NumericPayload", "scan_predict_body"]
+__all__ = ["ListPayload", "NumericPayload", "scan_predict_body"]
 
 _WS = rb"[ \t\n\r]*"
 _SIG = rb'"signature_name"' + _WS + rb":" + _WS + rb'"([^"\\\x00-\x1f]*)"'
@@ -148,7 +151,10 @@ def _exact_number(token: bytes):
 
 
 def scan_predict_body(body: bytes):
-    """(signature_name or None, "instances"|"inputs", NumericPayload) or None if not plain."""
+    """(signature_name or None, "instances"|"inputs", payload) or None if not plain.
+
+    The payload (a ListPayload, or a NumericPayload when orjson cannot vouch for the numbers,
+    e.g. NaN) has ``shape`` and ``to_array(dtype)``."""
     head = _HEAD_RE.match(body)
     if head is None:
         return None
@@ -164,14 +170,97 @@ def scan_predict_body(body: bytes):
     if head.group(1) is not None and tail.group(1) is not None:
         return None  # duplicate key: let the exact path apply first-wins
     sig = head.group(1) if head.group(1) is not None else tail.group(1)
-    try:
-        payload = _scan_payload(body[head.end() - 1 : close + 1])
-    except (IndexError, ValueError):  # a shape the scan did not foresee: the exact path decides
-        payload = None
+    text = body[head.end() - 1 : close + 1]
+    payload = _scan_with_orjson(text)
+    if payload is None:
+        payload = _scan_full(text)
     if payload is None:
         return None
     name = None if sig is None else sig.decode("utf-8", "surrogateescape")
     return name, head.group(2).decode(), payload
+
+
+def _scan_full(text: bytes):
+    try:
+        return _scan_payload(text)
+    except (IndexError, ValueError):  # a shape the scan did not foresee: the exact path decides
+        return None
+
+
+class ListPayload:
+    """A validated numeric nest: its shape and the numbers as orjson read them.
+
+    Same interface and answers as NumericPayload; anything it is unsure about (a float for an
+    integer dtype, an integer beyond int64) is handed to the full scan of the same text.
+    """
+
+    __slots__ = ("shape", "text", "values")
+
+    def to_array(self, dtype: np.dtype) -> np.ndarray | None:
+        kind = dtype.kind
+        if kind == "f" and dtype.itemsize in (4, 8):
+            values = np.array(self.values, dtype=np.float64).reshape(self.shape)
+            if dtype.itemsize == 8:
+                return values
+            with np.errstate(over="ignore"):  # decimal -> double -> float, as RapidJSON
+                return values.astype(dtype)
+        if kind in "iu" and dtype.name in _INT_RANGES:
+            try:
+                values = np.array(self.values)
+            except OverflowError:
+                values = None
+            if values is not None and values.dtype.kind == "i":  # integer literals, int64
+                top, bottom = _INT_RANGES[dtype.name]
+                if int(values.min()) >= -bottom and int(values.max()) <= top:
+                    return values.reshape(self.shape).astype(dtype, copy=False)
+        full = _scan_full(self.text)
+        return None if full is None else full.to_array(dtype)
+
+
+_LETTERS = b"eENaInfity"
+_NUMBER_TO_ZERO = bytes.maketrans(_NUMBER_BYTES, b"0" * len(_NUMBER_BYTES))
+
+
+def _scan_with_orjson(text: bytes) -> ListPayload | None:
+    """The numbers of a payload with a few bytes operations and orjson, or None.
+
+    Tried first: for one MNIST image it is 2.5x the vectorised scan (which is bound by numpy's
+    per-call overhead, about 40 calls), and for 100 images still 1.3-3x (orjson reads a flat,
+    bracket-free list of numbers much faster than nested lists). The skeleton comparison proves
+    the nest is dense and holds only number characters; then no number may touch a bracket from
+    outside its leaf slot (``]1``, ``1[``), a space may only follow a comma, and orjson must read
+    the bracket-free text as exactly one JSON number per leaf (so ``1-2``, ``01``, ``1.``,
+    ``NaN``, ``1e400`` or an empty slot refuse). None sends the text to the full scan.
+    """
+    spaced = b" " in text
+    skel = text.translate(None, _NUMBER_BYTES_AND_SPACE if spaced else _NUMBER_BYTES)
+    inferred = _infer_shape(skel)
+    if inferred is None or inferred[1] != skel:
+        return None
+    shape = inferred[0]
+    leaves = 1
+    for d in shape:
+        leaves *= d
+    if len(text) - len(text.translate(None, _LETTERS)) > max(64, leaves // 16):
+        return None  # mostly exponents or NaN/Infinity: as the full scan, leave it to orjson
+    a = np.frombuffer(text.translate(_NUMBER_TO_ZERO), dtype=np.uint8)
+    before, after = a[:-1], a[1:]
+    misplaced = ((before == 93) & (after == 48)) | ((before == 48) & (after == 91))
+    if spaced:
+        misplaced |= (after == 32) & (before != 44)
+    if misplaced.any():
+        return None
+    try:
+        values = orjson.loads(b"[" + text.translate(None, b"[] ") + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    if len(values) != leaves:
+        return None
+    result = ListPayload()
+    result.shape = shape
+    result.text = text
+    result.values = values
+    return result
 
 
 def _infer_shape(skel: bytes):

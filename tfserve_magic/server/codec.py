@@ -776,6 +776,9 @@ def _six_digits_cannot_roundtrip(v32: np.ndarray) -> np.ndarray:
     return usable & outside
 
 
+_SMALL_OUTPUT = 256  # up to this many float32 values, skip _six_digits_cannot_roundtrip
+
+
 def _format_floats(arr: np.ndarray) -> list:
     """format_float over a float32/float64 array, vectorised where it counts."""
     is_double = arr.dtype == np.float64
@@ -784,7 +787,8 @@ def _format_floats(arr: np.ndarray) -> list:
     if not values:
         return []
     wide = "%.17g" if is_double else "%.9g"
-    if is_double:
+    if is_double or len(values) <= _SMALL_OUTPUT:
+        # For a few dozen values the vectorised pre-check costs more than it saves.
         texts = [f"{v:.6g}" for v in values]
         check = np.ones(len(values), dtype=bool)
     else:

@@ -70,6 +70,7 @@ class Signature:
         self._flat_order = _flat_input_order(function)
         if self._flat_order is not None and set(self._flat_order) != set(self.specs):
             self._flat_order = None  # the proto and the function disagree: use keywords
+        self._direct = _direct_call(function) if self._flat_order is not None else None
 
     def run(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Call the signature; TF errors become ServingErrors with TF Serving's codes."""
@@ -79,7 +80,11 @@ class Signature:
                 # The flat call skips re-binding keyword arguments on every request (about
                 # 40% of a small call); dtypes are still checked by the function itself.
                 flat = [tf.constant(tensors[name]) for name in order]
-                outputs = self.function._call_flat(flat, self.function.captured_inputs)
+                if self._direct is not None:
+                    atomic, captures = self._direct
+                    outputs = atomic.call_preflattened(flat + captures)
+                else:
+                    outputs = self.function._call_flat(flat, self.function.captured_inputs)
             else:
                 kwargs = {name: tf.constant(value) for name, value in tensors.items()}
                 outputs = self.function(**kwargs)
@@ -526,6 +531,28 @@ def _flat_input_order(function) -> list[str] | None:
         if sorted(order) != sorted(specs) or not hasattr(function, "_call_flat"):
             return None
         return order
+    except Exception:  # noqa: BLE001 - an optimisation only
+        return None
+
+
+def _direct_call(function):
+    """(the traced function, its captured tensors) to call without ConcreteFunction's wrapping,
+    or None.
+
+    A loaded signature's flat call re-reads its captured variable handles and checks for
+    gradient tapes on every request (about 25 us of a 100 us MLP call); the handles of a
+    loaded version never change and the server records no gradients, so the call can go to
+    the traced function (``call_preflattened``: flat tensors in, the signature's dict out)
+    with the handles read once. Anything unexpected keeps the regular flat call.
+    """
+    try:
+        atomic = function._inference_function
+        captures = list(function.captured_inputs)
+        if not callable(getattr(atomic, "call_preflattened", None)):
+            return None
+        if not all(isinstance(c, tf.Tensor) for c in captures):
+            return None  # e.g. distributed variables, resolved per call by the loader
+        return atomic, captures
     except Exception:  # noqa: BLE001 - an optimisation only
         return None
 
