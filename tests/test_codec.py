@@ -803,6 +803,50 @@ def test_fast_path_int_rules_fall_back_to_exact_messages():
     assert tensors[2].decoded_by == "fast" and tensors[0]["x"].tolist() == [[-5, 7], [0, 2**31 - 1]]
 
 
+def test_orjson_scan_and_vectorised_scan_agree():
+    """Both fast-path scanners (docs/codec.md) on the same payloads: same tensors, and the
+    vectorised one still works on its own (it backs up the orjson scan)."""
+    rng = np.random.default_rng(99)
+    for trial in range(60):
+        shape = tuple(int(d) for d in rng.integers(1, 6, size=rng.integers(1, 5)))
+        dtype = np.dtype(rng.choice(["float32", "float64", "int32", "int64", "uint8"]))
+        if dtype.kind == "f":
+            values = (rng.standard_normal(shape) * 10.0 ** rng.integers(-8, 8)).astype(dtype)
+        else:
+            values = rng.integers(0, 200, size=shape).astype(dtype)
+        text = _write(values, ("json", "orjson", "mixed", "numpy")[trial % 4], rng).encode()
+        by_orjson = _fastjson._scan_with_orjson(text)
+        vectorised = _fastjson._scan_payload(text)
+        assert isinstance(by_orjson, _fastjson.ListPayload), text[:200]
+        assert vectorised is not None, text[:200]
+        assert _same(by_orjson.to_array(dtype), vectorised.to_array(dtype)), (trial, text[:200])
+    # What orjson refuses or cannot type goes to the vectorised scan, with the same answers.
+    for text, dtype, expected in (
+        (b"[1.5, NaN]", "float64", None),
+        (b"[18446744073709551615]", "uint64", [2**64 - 1]),
+        (b"[[-0, 2], [3, 4]]", "float32", [[0.0, 2.0], [3.0, 4.0]]),
+    ):
+        payload = codec.parse_predict(b'{"inputs": ' + text + b"}").fast
+        tensor = payload.to_array(np.dtype(dtype))
+        if expected is not None:
+            assert tensor.tolist() == expected and tensor.dtype == np.dtype(dtype)
+            assert math.copysign(1.0, float(tensor.ravel()[0])) == 1.0
+        else:
+            assert math.isnan(tensor[1])
+    for payload in ("[[1]2]", "[2[1]]", "[[1], 2[3]]", "[1 ,2]", "[[1],[]]", "[1,,2]"):
+        assert _fastjson._scan_with_orjson(payload.encode()) is None, payload
+
+
+def test_small_float_outputs_format_like_the_scalar_rule():
+    """Few values skip the vectorised pre-check: same texts on every kind of float32."""
+    rng = np.random.default_rng(12)
+    values = rng.integers(0, 2**32, 4000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    with np.errstate(all="ignore"):
+        for chunk in np.split(values, 400):
+            texts = codec._format_floats(chunk)
+            assert texts == [codec.format_float(v, np.float32) for v in chunk.tolist()]
+
+
 def test_overflowing_literal_in_json_tier_is_a_parse_error():
     body = b'{"instances": [1.0, 1e999], "note": "not fast"}'
     assert message(body) == "JSON Parse error: Number too big to be stored in double. at offset: 20"
