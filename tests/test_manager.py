@@ -210,20 +210,32 @@ def test_backend_choice(monkeypatch, tmp_path):
         manager._resolve_backend("auto")
 
 
-def test_config_model_names():
-    text = textwrap.dedent(
-        """
-        model_config_list {
-          config { name: "mlp" base_path: "/m/mlp" model_platform: "tensorflow" }
-          config {
-            name: 'cnn'
-            base_path: "/m/cnn"
-            version_labels { key: "stable" value: 1 }
-          }
-        }
-        """
+def test_config_is_parsed_with_the_serving_protos(tmp_path, monkeypatch):
+    config = tmp_path / "models.config"
+    config.write_text(
+        textwrap.dedent(
+            """
+            model_config_list {
+              config { name: "mlp" base_path: "/m/mlp" model_platform: "tensorflow" }
+              config {
+                name: 'cnn'
+                base_path: "rel/cnn"
+                version_labels { key: "stable" value: 1 }
+              }
+            }
+            """
+        )
     )
-    assert manager._config_models(text) == ["mlp", "cnn"]
+    parsed = manager._parse_config(config)
+    assert [m.name for m in parsed.model_config_list.config] == ["mlp", "cnn"]
+    monkeypatch.chdir(tmp_path)
+    assert manager._absolute_base_paths(parsed) is True
+    assert parsed.model_config_list.config[0].base_path == "/m/mlp"
+    assert parsed.model_config_list.config[1].base_path == str(tmp_path / "rel/cnn")
+    assert parsed.model_config_list.config[1].version_labels["stable"] == 1
+    config.write_text("model_config_list { config { nme: 'typo' } }")
+    with pytest.raises(StartError, match="not a valid TF Serving model config.*nme"):
+        manager._parse_config(config)
 
 
 def test_tables():

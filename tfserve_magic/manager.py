@@ -680,21 +680,32 @@ def _numeric_versions(base: Path) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def _config_models(text: str) -> list[str]:
-    """Model names of a text ``ModelServerConfig`` (``config { name: "..." ... }``)."""
-    return re.findall(r"\bname\s*:\s*[\"']([^\"']+)[\"']", text)
+def _parse_config(path: Path):
+    """The ``ModelServerConfig`` in ``path``, parsed with tensorflow-serving-api's protos.
+
+    They are plain protobuf modules (no TensorFlow import), so a typo is reported here with the
+    parser's line and column instead of as a server that dies at start-up.
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    try:
+        return text_format.Parse(
+            path.read_text(errors="replace"), model_server_config_pb2.ModelServerConfig()
+        )
+    except text_format.ParseError as exc:
+        raise StartError(f"{path} is not a valid TF Serving model config: {exc}") from None
 
 
-def _absolute_base_paths(text: str) -> str:
-    """The config text with each relative ``base_path`` resolved against the working folder."""
-
-    def resolve(match: re.Match) -> str:
-        path = Path(match.group(2)).expanduser()
-        if path.is_absolute():
-            return match.group(0)
-        return f'{match.group(1)}"{Path.cwd() / path}"'
-
-    return re.sub(r"(\bbase_path\s*:\s*)[\"']([^\"']+)[\"']", resolve, text)
+def _absolute_base_paths(config) -> bool:
+    """Resolve each relative ``base_path`` against the working folder; True if any changed."""
+    changed = False
+    for model in config.model_config_list.config:
+        path = Path(model.base_path).expanduser()
+        if model.base_path and not path.is_absolute():
+            model.base_path = str(Path.cwd() / path)
+            changed = True
+    return changed
 
 
 def _resolve_backend(backend: str) -> tuple[str, str | None]:
@@ -725,18 +736,22 @@ def _resolve(name, base_path, config, backend, key_options) -> _Spec:
         if not config_path.is_file():
             raise StartError(f"model config file not found: {config_path}")
         text = config_path.read_text(errors="replace")
-        models = _config_models(text)
+        parsed = _parse_config(config_path)
+        models = [model.name for model in parsed.model_config_list.config]
         if not models:
-            raise StartError(f"{config_path} names no model (expected config {{ name: \"...\" }})")
+            raise StartError(
+                f"{config_path} names no model (expected model_config_list {{ config {{ name: ... }} }})"
+            )
         name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", config_path.stem)
         base, config_abs = None, str(config_path)
         served_config = config_abs
         extra_key = {"config_sha256": hashlib.sha256(text.encode()).hexdigest()}
         if _NAME_RE.fullmatch(name):
-            absolute = _absolute_base_paths(text)
-            if absolute != text:  # TF Serving needs absolute base paths: write a resolved copy
+            if _absolute_base_paths(parsed):  # TF Serving needs absolute base paths
+                from google.protobuf import text_format
+
                 resolved = state_dir() / f"{name}.config"
-                resolved.write_text(absolute)
+                resolved.write_text(text_format.MessageToString(parsed))
                 served_config = str(resolved)
     else:
         if not name or base_path is None:
