@@ -157,6 +157,20 @@ class _DType:
             self.kind = "unsupported"
 
 
+_DTYPE_INFO: dict = {}
+
+
+def _dtype_info(dtype) -> _DType:
+    """_DType(dtype), built once per signature dtype (decode_predict runs per request)."""
+    try:
+        return _DTYPE_INFO[dtype]
+    except KeyError:
+        info = _DTYPE_INFO[dtype] = _DType(dtype)
+        return info
+    except TypeError:  # unhashable: build it every time
+        return _DType(dtype)
+
+
 def tf_dtype_name(dtype) -> str:
     """TF's DataTypeString for a numpy dtype or "string" (e.g. float32 -> "float")."""
     return _DType(dtype).tf_name
@@ -176,7 +190,7 @@ class PredictBody:
         self.signature_name = ""
         self.path = ""  # "fast", "orjson", "json" or "exact"
         self.key = None  # fast path: "instances" or "inputs"
-        self.fast = None  # fast path: a _fastjson.NumericPayload
+        self.fast = None  # fast path: a _fastjson.ListPayload or NumericPayload
         self.decoded_by = ""  # after decode_predict: "fast" or "dom"
 
 
@@ -283,7 +297,7 @@ def decode_predict(req: PredictBody, specs: dict) -> tuple[dict, bool]:
         raise CodecError(
             f"Failed to get input map for signature: {req.signature_name or 'DEFAULT'}"
         )
-    inputs = {name: _DType(spec[1]) for name, spec in specs.items()}
+    inputs = {name: _dtype_info(spec[1]) for name, spec in specs.items()}
     if req.fast is not None and len(inputs) == 1:
         (name, info), = inputs.items()
         if info.kind in ("float", "int"):
@@ -776,7 +790,26 @@ def _six_digits_cannot_roundtrip(v32: np.ndarray) -> np.ndarray:
     return usable & outside
 
 
-_SMALL_OUTPUT = 256  # up to this many float32 values, skip _six_digits_cannot_roundtrip
+_SMALL_OUTPUT = 256  # up to this many values, _format_few_floats (measured crossover ~400)
+
+
+def _format_few_floats(flat: np.ndarray, values: list, is_double: bool, wide: str) -> list:
+    """_format_floats for a few values: every one tries %.6g, read back in one numpy call
+    (the vectorised pre-check and index bookkeeping cost more than they save here)."""
+    texts = [f"{v:.6g}" for v in values]
+    with np.errstate(all="ignore"):
+        back = np.array(texts, dtype=np.float64)
+        same = (back == flat) if is_double else (back.astype(np.float32) == flat)
+        same &= np.isfinite(flat)
+    for i in np.flatnonzero(~same).tolist():
+        v = values[i]
+        if v != v:
+            texts[i] = "NaN"
+        elif v in (math.inf, -math.inf):
+            texts[i] = "-Infinity" if v < 0 else "Infinity"
+        else:
+            texts[i] = wide % v
+    return [t if ("." in t or "e" in t or t[-1] in "yN") else t + ".0" for t in texts]
 
 
 def _format_floats(arr: np.ndarray) -> list:
@@ -787,8 +820,9 @@ def _format_floats(arr: np.ndarray) -> list:
     if not values:
         return []
     wide = "%.17g" if is_double else "%.9g"
-    if is_double or len(values) <= _SMALL_OUTPUT:
-        # For a few dozen values the vectorised pre-check costs more than it saves.
+    if len(values) <= _SMALL_OUTPUT:
+        return _format_few_floats(flat, values, is_double, wide)
+    if is_double:
         texts = [f"{v:.6g}" for v in values]
         check = np.ones(len(values), dtype=bool)
     else:

@@ -528,6 +528,7 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
         access_log=False,
         log_level="warning",
         server_header=False,
+        proxy_headers=False,  # TF Serving ignores X-Forwarded-*; saves a middleware per request
         timeout_keep_alive=75,
         timeout_graceful_shutdown=5,
     )
