@@ -44,6 +44,9 @@ def test_concurrent_requests_get_their_own_rows(batching):
     for values, response in zip(requests_values, responses):
         assert response.status_code == 200, response.text
         assert response.json() == {"predictions": [0.5 * v + 3.0 for v in values]}
+    # A lone 1-row request makes a batch of its own, padded to 4 (the concurrent ones above
+    # may all fill batches of 8 when the server is fast).
+    assert _predict(batching, [7.0]).json() == {"predictions": [6.5]}
     metrics = requests.get(f"{batching.url}/monitoring/prometheus/metrics").text
     processed = re.search(
         r':tensorflow:serving:batching_session:processed_batch_size_count\{[^}]*\} (\d+)', metrics
@@ -52,7 +55,7 @@ def test_concurrent_requests_get_their_own_rows(batching):
     sums = re.search(
         r':tensorflow:serving:batching_session:input_batch_size_count\{[^}]*\} (\d+)', metrics
     )
-    assert int(sums.group(1)) == 48
+    assert int(sums.group(1)) == 49
     # Every processed batch is padded to an allowed size (4 or 8).
     buckets = dict(re.findall(
         r':tensorflow:serving:batching_session:processed_batch_size_bucket\{[^}]*le="([^"]+)"\} '
