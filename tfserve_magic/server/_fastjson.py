@@ -232,15 +232,10 @@ def _scan_with_orjson(text: bytes) -> ListPayload | None:
     the bracket-free text as exactly one JSON number per leaf (so ``1-2``, ``01``, ``1.``,
     ``NaN``, ``1e400`` or an empty slot refuse). None sends the text to the full scan.
     """
-    spaced = b" " in text
-    skel = text.translate(None, _NUMBER_BYTES_AND_SPACE if spaced else _NUMBER_BYTES)
-    inferred = _infer_shape(skel)
-    if inferred is None or inferred[1] != skel:
+    dense = _dense_skeleton(text)
+    if dense is None:
         return None
-    shape = inferred[0]
-    leaves = 1
-    for d in shape:
-        leaves *= d
+    shape, skel, leaves, spaced = dense
     if len(text) - len(text.translate(None, _LETTERS)) > max(64, leaves // 16):
         return None  # mostly exponents or NaN/Infinity: as the full scan, leave it to orjson
     a = np.frombuffer(text.translate(_NUMBER_TO_ZERO), dtype=np.uint8)
@@ -261,6 +256,25 @@ def _scan_with_orjson(text: bytes) -> ListPayload | None:
     result.text = text
     result.values = values
     return result
+
+
+def _dense_skeleton(text: bytes):
+    """``(shape, skeleton, leaves, spaced)`` when the brackets form a dense nest, else None.
+
+    The skeleton is the text without number characters (and without spaces: json.dumps writes
+    ", "; any other whitespace is refused by the callers); it must equal the skeleton of the
+    shape inferred from the first elements, which proves the nest is rectangular.
+    """
+    spaced = b" " in text
+    skel = text.translate(None, _NUMBER_BYTES_AND_SPACE if spaced else _NUMBER_BYTES)
+    inferred = _infer_shape(skel)
+    if inferred is None or inferred[1] != skel:
+        return None
+    shape = inferred[0]
+    leaves = 1
+    for d in shape:
+        leaves *= d
+    return shape, skel, leaves, spaced
 
 
 def _infer_shape(skel: bytes):
@@ -290,15 +304,10 @@ def _infer_shape(skel: bytes):
 
 def _scan_payload(payload: bytes) -> NumericPayload | None:
     text = payload
-    spaced = b" " in text  # json.dumps writes ", "; any other whitespace is refused below
-    skel = text.translate(None, _NUMBER_BYTES_AND_SPACE if spaced else _NUMBER_BYTES)
-    inferred = _infer_shape(skel)
-    if inferred is None or inferred[1] != skel:
+    dense = _dense_skeleton(text)
+    if dense is None:
         return None
-    shape = inferred[0]
-    leaves = 1
-    for d in shape:
-        leaves *= d
+    shape, skel, leaves, spaced = dense
     a = np.frombuffer(text, dtype=np.uint8)
     special_limit = max(64, leaves // 16)  # tokens read one by one; beyond it json is faster
     letter_bytes = np.count_nonzero(a > 57) - 2 * skel.count(b"[")  # '[' and ']' are > 57 too
