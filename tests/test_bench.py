@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from bench import load, report
+from bench.peers import REPO
 from bench.profile import fold
 
 EXPECTED = np.array([[0.1, 0.9]], dtype=np.float32)
@@ -124,7 +125,7 @@ def test_wrk_counts_requests_and_bad_answers(http_server, tmp_path):
 
 def test_fold_ranks_functions_and_parts():
     app = "handle (tfserve_magic/server/app.py:10)"
-    codec = "decode (/work/main/tfserve_magic/server/codec.py:20)"
+    codec = f"decode ({REPO}/tfserve_magic/server/codec.py:20)"  # this checkout's path
     tf_call = "__call__ (/venv/lib/python3.11/site-packages/tensorflow/python/x.py:5)"
     raw = "\n".join([
         f'process 1:"python";main (tfserve_magic/server/main.py:3);{app};{codec} 60',
