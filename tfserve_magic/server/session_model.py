@@ -1,0 +1,137 @@
+"""Serve a SavedModel the way TensorFlow Serving does: a TF1 session over its MetaGraphDef.
+
+``tf.saved_model.load`` rebuilds a model's Python object graph, which some SavedModels that
+``tensorflow_model_server`` serves cannot survive: Keras 2 models saved with their optimizer
+(reviving it needs Keras 2), TF1 graphs whose signatures record no shapes, and reference-typed
+variables (TF2 functions cannot hold ``float_ref``). TF Serving never revives objects: it imports
+the MetaGraphDef for the requested tags into a session, restores the variables, runs the
+asset/init ops, and then runs each SignatureDef by tensor name. This module does the same with
+``tf.compat.v1``, in a Graph and Session of its own per loaded version (no global graph state).
+
+Each signature runs through a session *callable* built once from ``CallableOptions`` (the C++
+``MakeCallable`` path TF Serving's ``Session::Run`` also takes): feeds are not shape-checked in
+Python, so an input of shape ``[3]`` for a ``[None, 1]`` placeholder behaves as in TF Serving,
+and a call skips ``Session.run``'s per-call feed/fetch bookkeeping (the speed of the TF2 path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from tfserve_magic.server.status import from_tf_error, invalid
+
+# The keys TF1 SavedModels keep their init ops under (tf.saved_model.constants; spelled out
+# so the module does not reach into TensorFlow's private constants module).
+_INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
+_MAIN_OP_KEY = "saved_model_main_op"
+_LEGACY_INIT_OP_KEY = "legacy_init_op"
+_TABLE_INITIALIZERS = "table_initializer"
+
+
+class SessionSignature:
+    """One SignatureDef run by tensor name in a session (the interface of models.Signature)."""
+
+    def __init__(self, name: str, signature_def, model: SessionModel, specs: dict):
+        self.name = name
+        self.method_name = signature_def.method_name
+        self.debug_string = str(signature_def)
+        self.seconds_per_element: float | None = None  # measured cost; app.py reads it
+        self.specs = specs
+        self.output_names = list(signature_def.outputs.keys())
+        # The dtype each input placeholder really has (SignatureDefs may declare it loosely:
+        # TF Serving's half_plus_three says DT_FLOAT for a serialized tf.Example).
+        graph = model.graph
+        self.graph_dtypes = {
+            key: _dtype_of(graph.get_tensor_by_name(info.name).dtype)
+            for key, info in signature_def.inputs.items()
+        }
+        self._input_order = list(signature_def.inputs.keys())
+        options = config_pb2.CallableOptions()
+        options.feed.extend(signature_def.inputs[k].name for k in self._input_order)
+        options.fetch.extend(signature_def.outputs[k].name for k in self.output_names)
+        self._session = model.session
+        self._callable = model.session._make_callable_from_options(options)
+
+    def run(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the signature; TF errors become ServingErrors with TF Serving's codes."""
+        missing = [k for k in self._input_order if k not in tensors]
+        if missing or len(tensors) != len(self._input_order):
+            extra = sorted(set(tensors) - set(self._input_order))
+            raise invalid(
+                f"Input keys do not match the signature {self.name}: missing {missing}, "
+                f"unexpected {extra}"
+            )
+        try:
+            results = self._callable(*(tensors[k] for k in self._input_order))
+        except tf.errors.OpError as exc:
+            raise from_tf_error(exc) from None
+        except (TypeError, ValueError) as exc:
+            raise invalid(str(exc).split("\n\n")[0]) from None
+        return {name: np.asarray(value) for name, value in zip(self.output_names, results)}
+
+
+class SessionModel:
+    """A SavedModel's MetaGraphDef imported into its own Graph and Session, variables restored
+    and init ops run; ``signatures`` holds one SessionSignature per servable SignatureDef."""
+
+    def __init__(self, path: str, tags: list[str], meta_graph, specs_for):
+        self.graph = tf.Graph()
+        config = config_pb2.ConfigProto(allow_soft_placement=True)
+        self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+        try:
+            with self.graph.as_default():
+                # Imports the graph, restores variables, fills asset paths and runs
+                # __saved_model_init_op / main_op / legacy_init_op, as TF Serving's loader.
+                tf.compat.v1.saved_model.loader.load(self.session, tags, path)
+                if not _has_init_op(meta_graph):
+                    # No init op recorded: tables would stay empty; TF1 exports that relied on
+                    # tf.tables_initializer() at serving time still answer.
+                    tables = self.graph.get_collection(_TABLE_INITIALIZERS)
+                    if tables:
+                        self.session.run(tables)
+            self.signatures = {}
+            for name, signature_def in meta_graph.signature_def.items():
+                if name == _INIT_OP_SIGNATURE_KEY:
+                    continue
+                self.signatures[name] = SessionSignature(
+                    name, signature_def, self, specs_for(signature_def)
+                )
+        except BaseException:
+            self.session.close()
+            raise
+        self.graph.finalize()  # nothing may add ops once serving starts (thread safety)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __del__(self):  # unloaded versions free their session's memory
+        try:
+            self.session.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _has_init_op(meta_graph) -> bool:
+    if _INIT_OP_SIGNATURE_KEY in meta_graph.signature_def:
+        return True
+    return any(
+        key in meta_graph.collection_def and _collection_size(meta_graph.collection_def[key])
+        for key in (_MAIN_OP_KEY, _LEGACY_INIT_OP_KEY)
+    )
+
+
+def _collection_size(collection: meta_graph_pb2.CollectionDef) -> int:
+    kind = collection.WhichOneof("kind")
+    return len(getattr(collection, kind).value) if kind else 0
+
+
+def _dtype_of(dtype: tf.DType):
+    if dtype.base_dtype == tf.string:
+        return "string"
+    try:
+        return np.dtype(dtype.base_dtype.as_numpy_dtype)
+    except (TypeError, ValueError):
+        return np.dtype(object)
