@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -394,6 +395,27 @@ def test_session_path_answers_like_the_tf2_path():
         np.testing.assert_array_equal(flat["y"], want["y"].ravel())
     finally:
         session.close()
+
+
+def test_loading_keras2_models_never_imports_keras(keras2_models):
+    root, _ = keras2_models
+    code = (
+        "import sys\n"
+        "from tfserve_magic.server import _no_keras\n"
+        "_no_keras.install()\n"
+        "from tfserve_magic.server.models import loader_kind\n"
+        "kinds = [loader_kind(p) for p in sys.argv[1:]]\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('keras', 'tf_keras')\n"
+        "       and getattr(sys.modules[m], '__file__', None)]\n"
+        "print(kinds, bad)\n"
+    )
+    paths = [str(root / f"keras2_{o}_{s}" / "1") for o, s in KERAS2_VARIANTS]
+    done = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True,
+                          env=server_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kinds, imported = done.stdout.strip().splitlines()[-1].rsplit("] [", 1)
+    assert imported == "]", f"Keras modules were imported: {imported}"
+    assert kinds.count("session") >= 2  # at least the legacy-optimizer exports
 
 
 def test_both_loaders_fail_cleanly_on_a_broken_variables_file(tmp_path):

@@ -522,27 +522,32 @@ def _load_servable(path: str, tags: list[str], meta_graph):
     shapes, reference variables): those are served from a TF1 session over the MetaGraphDef,
     as TF Serving itself does. If neither loads, the session loader's error is raised (it is
     the loader TF Serving uses), with the object-graph error chained for the log.
+    ``TFSERVE_MAGIC_LOADER=session`` skips the object-graph load (TF Serving's exact
+    semantics for every model; the benchmark uses it to compare the paths).
     """
-    try:
-        loaded = tf.saved_model.load(path, tags=tags)
-        defs = meta_graph.signature_def
-        signatures = {
-            name: Signature(name, fn, defs[name] if name in defs else None)
-            for name, fn in loaded.signatures.items()
-        }
-        return "tf2", loaded, signatures
-    except Exception as tf2_error:  # noqa: BLE001 - any object-graph failure tries the session
-        from tfserve_magic.server.session_model import SessionModel
-
-        log.info(
-            "The TF2 object-graph loader cannot load %s (%s); loading it into a TF1 session "
-            "as TensorFlow Serving does", path, _load_error_message(tf2_error, path),
-        )
+    tf2_error = None
+    if os.environ.get("TFSERVE_MAGIC_LOADER", "auto") != "session":
         try:
-            model = SessionModel(path, tags, meta_graph, _signature_specs)
-        except Exception as session_error:
-            raise session_error from tf2_error
-        return "session", model, model.signatures
+            loaded = tf.saved_model.load(path, tags=tags)
+            defs = meta_graph.signature_def
+            signatures = {
+                name: Signature(name, fn, defs[name] if name in defs else None)
+                for name, fn in loaded.signatures.items()
+            }
+            return "tf2", loaded, signatures
+        except Exception as exc:  # noqa: BLE001 - any object-graph failure tries the session
+            tf2_error = exc
+            log.info(
+                "The TF2 object-graph loader cannot load %s (%s); loading it into a TF1 "
+                "session as TensorFlow Serving does", path, _load_error_message(exc, path),
+            )
+    from tfserve_magic.server.session_model import SessionModel
+
+    try:
+        model = SessionModel(path, tags, meta_graph, _signature_specs)
+    except Exception as session_error:
+        raise session_error from tf2_error
+    return "session", model, model.signatures
 
 
 def loader_kind(path: str, tags=("serve",)) -> str:

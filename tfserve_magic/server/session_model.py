@@ -78,7 +78,13 @@ class SessionModel:
 
     def __init__(self, path: str, tags: list[str], meta_graph, specs_for):
         self.graph = tf.Graph()
-        config = config_pb2.ConfigProto(allow_soft_placement=True)
+        # The server's --tensorflow_*_parallelism flags (set on tf.config.threading) apply to
+        # sessions too, as in TF Serving (0: TensorFlow's default).
+        config = config_pb2.ConfigProto(
+            allow_soft_placement=True,
+            intra_op_parallelism_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+            inter_op_parallelism_threads=tf.config.threading.get_inter_op_parallelism_threads(),
+        )
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
         try:
             with self.graph.as_default():
