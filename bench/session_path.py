@@ -145,7 +145,9 @@ def run(assets, workdir: Path, seconds: float, quick: bool = False, log=print) -
     ratios = [t["session"] / t["tf2"] for t in calls.values()]
     ratios += [t["tf2"] / t["session"] for t in http.values()]
     return {"calls_us": calls, "http_per_second": http, "worst_ratio": max(ratios),
-            "ok": max(ratios) <= TARGET_RATIO, "quick": quick}
+            "ok": max(ratios) <= TARGET_RATIO, "quick": quick,
+            "load_average": [round(v, 2) for v in os.getloadavg()],
+            "cpus": os.cpu_count()}
 
 
 # ---- docs ----
@@ -163,7 +165,10 @@ def markdown(result: dict) -> str:
         "(`python -m bench.session_path`"
         + (", `--quick`" if result.get("quick") else "") + "). Target: the session path at "
         f"most {round((TARGET_RATIO - 1) * 100)} % slower; worst ratio measured: "
-        f"**{result['worst_ratio']:.2f}** ({'met' if result['ok'] else 'missed'}).",
+        f"**{result['worst_ratio']:.2f}** ({'met' if result['ok'] else 'missed'})."
+        + (f" {result['cpus']} CPUs, load average {result['load_average'][0]:g} at the end "
+           "(rounds alternate the paths, so both see the same load)."
+           if result.get("load_average") else ""),
         "",
         "| images | TF2 call (us) | session call (us) | session / TF2 |",
         "|---:|---:|---:|---:|",

@@ -110,13 +110,10 @@ class SessionModel:
         self.graph.finalize()  # nothing may add ops once serving starts (thread safety)
 
     def close(self) -> None:
+        """Free the session now (tools and tests). The server never calls it: an unloaded
+        version's session is freed by ``Session.__del__`` once the last request or queued
+        batch holding one of its signatures is done (signatures keep the session alive)."""
         self.session.close()
-
-    def __del__(self):  # unloaded versions free their session's memory
-        try:
-            self.session.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 def _has_init_op(meta_graph) -> bool:
