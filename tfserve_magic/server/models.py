@@ -525,6 +525,9 @@ def _load_servable(path: str, tags: list[str], meta_graph):
     ``TFSERVE_MAGIC_LOADER=session`` skips the object-graph load (TF Serving's exact
     semantics for every model; the benchmark uses it to compare the paths).
     """
+    from tfserve_magic.server.session_model import SessionModel, quiet_loader_warnings
+
+    quiet_loader_warnings()
     tf2_error = None
     if os.environ.get("TFSERVE_MAGIC_LOADER", "auto") != "session":
         try:
@@ -539,10 +542,9 @@ def _load_servable(path: str, tags: list[str], meta_graph):
             tf2_error = exc
             log.info(
                 "The TF2 object-graph loader cannot load %s (%s); loading it into a TF1 "
-                "session as TensorFlow Serving does", path, _load_error_message(exc, path),
+                "session as TensorFlow Serving does", path,
+                " ".join(_load_error_message(exc, path).split()),
             )
-    from tfserve_magic.server.session_model import SessionModel
-
     try:
         model = SessionModel(path, tags, meta_graph, _signature_specs)
     except Exception as session_error:

@@ -16,6 +16,8 @@ and a call skips ``Session.run``'s per-call feed/fetch bookkeeping (the speed of
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
@@ -28,6 +30,25 @@ _INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 _MAIN_OP_KEY = "saved_model_main_op"
 _LEGACY_INIT_OP_KEY = "legacy_init_op"
 _TABLE_INITIALIZERS = "table_initializer"
+
+
+class _LoaderNoise(logging.Filter):
+    """Drops TensorFlow's Python warnings that only concern the loader we chose against: the
+    object-graph attempt's "Unable to create a python object for variable ... reference
+    variable" (once per variable and signature) and the TF1 loader's deprecation notice."""
+
+    _PHRASES = ("because it is a reference variable", "loader_impl) is deprecated")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(phrase in message for phrase in self._PHRASES)
+
+
+def quiet_loader_warnings() -> None:
+    """Install the filter on TensorFlow's logger (idempotent)."""
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _LoaderNoise) for f in logger.filters):
+        logger.addFilter(_LoaderNoise())
 
 
 class SessionSignature:
