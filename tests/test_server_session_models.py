@@ -131,6 +131,9 @@ def test_tf_serving_half_plus_two(legacy):
         "results": [[["", 3.0]]]}
     body = {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}
     assert ok(post(server, "/v1/models/half_plus_two:regress", body)) == {"results": [3.0]}
+    assert ok(requests.get(f"{server.url}/v1/models/half_plus_two", timeout=30)) == {
+        "model_version_status": [{"version": "123", "state": "AVAILABLE",
+                                  "status": {"error_code": "OK", "error_message": ""}}]}
     meta = ok(requests.get(f"{server.url}/v1/models/half_plus_two/metadata", timeout=30))
     expected = json.loads((DATA / "half_plus_two_model_metadata.json").read_text())
     expected["model_spec"]["name"] = "half_plus_two"
@@ -152,6 +155,11 @@ def test_tf_serving_half_plus_three_without_shapes(legacy):
     assert regress_input["dtype"] == "DT_FLOAT"  # what the SignatureDef says, as TF Serving
     assert regress_input["name"] == "tf_example:0"
     assert defs["serving_default"]["method_name"] == "tensorflow/serving/predict"
+    # Predict follows the declared DT_FLOAT, so the graph refuses it, as in TF Serving.
+    response = post(server, "/v1/models/half_plus_three:predict",
+                    {"signature_name": "tensorflow/serving/regress", "instances": [1.0]})
+    assert response.status_code == 400
+    assert response.json() == {"error": "Type mismatch: actual float vs. expect string"}
     # A classify call is refused by the signature check, not by a crash.
     response = post(server, "/v1/models/half_plus_three:classify",
                     {"signature_name": "tensorflow/serving/regress", "examples": [{"x": 1.0}]})
