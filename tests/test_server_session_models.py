@@ -67,6 +67,7 @@ def legacy(keras2_models, tf1_models, tmp_path_factory):
     tf1_root, tf1_expected = tf1_models
     entries = [
         {"name": "half_plus_two", "base_path": HALF_PLUS_TWO},
+        {"name": "half_plus_two_tf2", "base_path": DATA / "saved_model_half_plus_two_tf2_cpu"},
         {"name": "half_plus_three", "base_path": HALF_PLUS_THREE},
         {"name": "counter", "base_path": COUNTER},
         {"name": "tf1", "base_path": tf1_root / "tf1", "versions": [1]},
@@ -117,7 +118,7 @@ def test_keras2_models_answer_as_in_their_writer(legacy, optimizer, save):
     inputs = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
     (spec,) = inputs.values()
     assert spec["dtype"] == "DT_FLOAT"
-    assert [d["size"] for d in spec["tensor_shape"]["dim"]] == ["-1", "784"]
+    assert [d["size"] for d in spec["tensor_shape"]["dim"]] == ["-1", "28", "28", "1"]
 
 
 def test_tf_serving_half_plus_two(legacy):
@@ -138,6 +139,18 @@ def test_tf_serving_half_plus_two(legacy):
     expected = json.loads((DATA / "half_plus_two_model_metadata.json").read_text())
     expected["model_spec"]["name"] = "half_plus_two"
     assert meta == expected
+
+
+def test_tf_serving_half_plus_two_written_by_tf2(legacy):
+    server = legacy[0]
+    assert loader_of(server, "half_plus_two_tf2") == "tf2"
+    base = "/v1/models/half_plus_two_tf2"
+    assert ok(post(server, f"{base}:predict", {"instances": [2.0, 3.0, 4.0]})) == {
+        "predictions": [3.0, 3.5, 4.0]}
+    body = {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}
+    assert ok(post(server, f"{base}:classify", body)) == {"results": [[["", 3.0]]]}
+    body = {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}
+    assert ok(post(server, f"{base}:regress", body)) == {"results": [3.0]}
 
 
 def test_tf_serving_half_plus_three_without_shapes(legacy):
