@@ -71,6 +71,7 @@ def legacy(keras2_models, tf1_models, tmp_path_factory):
         {"name": "half_plus_three", "base_path": HALF_PLUS_THREE},
         {"name": "counter", "base_path": COUNTER},
         {"name": "tf1", "base_path": tf1_root / "tf1", "versions": [1]},
+        {"name": "tf1_noinit", "base_path": tf1_root / "tf1_noinit"},
     ] + [
         {"name": f"keras2_{o}_{s}", "base_path": keras_root / f"keras2_{o}_{s}"}
         for o, s in KERAS2_VARIANTS
@@ -204,6 +205,9 @@ def test_tf1_builder_model_predict_classify_regress(legacy):
     assert expected["classes"][0] == TF1_LABELS  # from the lookup table, via its init op
     np.testing.assert_allclose([[s for _, s in row] for row in got["results"]],
                                expected["scores"], rtol=1e-6)
+    got = ok(post(server, "/v1/models/tf1_noinit:classify",
+                  {"signature_name": "classify", "examples": examples}))
+    assert [[label for label, _ in row] for row in got["results"]] == expected["classes"]
     got = ok(post(server, "/v1/models/tf1:regress",
                   {"signature_name": "regress", "examples": examples}))
     assert got == {"results": expected["regress"]}

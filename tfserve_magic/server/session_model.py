@@ -31,6 +31,8 @@ _MAIN_OP_KEY = "saved_model_main_op"
 _LEGACY_INIT_OP_KEY = "legacy_init_op"
 _TABLE_INITIALIZERS = "table_initializer"
 
+log = logging.getLogger("tfserve_magic.server")
+
 
 class _LoaderNoise(logging.Filter):
     """Drops TensorFlow's Python warnings that only concern the loader we chose against: the
@@ -122,9 +124,15 @@ class SessionModel:
             for name, signature_def in meta_graph.signature_def.items():
                 if name == _INIT_OP_SIGNATURE_KEY:
                     continue
-                self.signatures[name] = SessionSignature(
-                    name, signature_def, self, specs_for(signature_def)
-                )
+                try:
+                    self.signatures[name] = SessionSignature(
+                        name, signature_def, self, specs_for(signature_def)
+                    )
+                except (KeyError, ValueError, tf.errors.OpError) as exc:
+                    # e.g. sparse/composite TensorInfo (no tensor name): the other signatures
+                    # still serve; this one answers "not found", as it cannot be fed by name.
+                    log.warning("Signature %s of %s cannot be served by tensor name: %s",
+                                name, path, " ".join(str(exc).split())[:300])
         except BaseException:
             self.session.close()
             raise
