@@ -233,6 +233,10 @@ class GrpcClient:
                 isinstance(v, Mapping) for v in value):  # rows of named inputs
             value = {name: np.asarray([row[name] for row in value]) for name in value[0]}
         signature = self._signature(signature_name, version, label)
+        if signature is None and (version, label) != (None, None):
+            # the version/label itself may be wrong: take the names from the latest, and let
+            # the server say what is wrong with the request
+            signature = self._signature(signature_name, None, None)
         specs = signature["inputs"] if signature else {}
         if isinstance(value, Mapping):
             tensors = dict(value)
