@@ -465,6 +465,11 @@ def test_tensorflow_model_server_backend(model_dir, tmp_path, monkeypatch):
     argv = json.loads((manager.state_dir() / "tfms.json").read_text())["argv"]
     assert str(fake) in argv and not any(a.startswith(("--info_file", "--host")) for a in argv)
     assert handle.port == port
+    # The same --port as TF Serving's binary: gRPC answers there too.
+    assert handle.grpc_port and f"--port={handle.grpc_port}" in argv
+    from tfserve_magic.grpc_client import GrpcClient
+
+    assert GrpcClient(handle).status()[0]["state"] == "AVAILABLE"
     again = manager.start("tfms", model_dir, port=port, poll=1)
     assert again.reused and again.pid == handle.pid
     listed = manager.servers()
