@@ -154,3 +154,31 @@ def test_a_bug_in_a_handler_is_internal_and_long_details_are_cut():
         core.call(long_error, None, context)
     assert context.code == grpc.StatusCode.INVALID_ARGUMENT
     assert context.details == "x" * 1024 + "...TRUNCATED"
+
+
+def test_channel_arguments_flag_parsing():
+    from tfserve_magic.server.grpc_server import parse_channel_arguments
+
+    assert parse_channel_arguments(
+        "grpc.max_connection_age_ms=2000, grpc.lb_policy_name=grpclb,grpc.x=99999999999"
+    ) == [("grpc.max_connection_age_ms", 2000), ("grpc.lb_policy_name", "grpclb"),
+          ("grpc.x", "99999999999")]
+    assert parse_channel_arguments("") == []
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_channel_arguments("grpc.so_reuseaddr")
+
+
+def test_grpc_flags_are_parsed_and_checked():
+    from tfserve_magic.server.main import FlagError, _check, parse_flags
+
+    flags = parse_flags([
+        "--model_base_path=/m", "--port=0", "--grpc_socket_path=/tmp/x.sock",
+        "--grpc_max_threads=3", "--enable_grpc_healthcheck_service",
+        "--grpc_channel_arguments=grpc.so_reuseaddr=1",
+    ])
+    assert (flags["port"], flags["grpc_socket_path"], flags["grpc_max_threads"]) == (
+        0, "/tmp/x.sock", 3)
+    assert flags["enable_grpc_healthcheck_service"] is True
+    _check(flags)
+    with pytest.raises(FlagError, match="--port must be between -1 and 65535"):
+        _check(parse_flags(["--model_base_path=/m", "--port=70000"]))
