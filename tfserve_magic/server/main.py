@@ -498,7 +498,13 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     executor = ThreadPoolExecutor(
         max_workers=max(1, flags["rest_api_num_threads"]), thread_name_prefix="model-call"
     )
-    grpc_server = _start_grpc(flags, manager, metrics, batcher, info)
+    try:
+        grpc_server = _start_grpc(flags, manager, metrics, batcher, info)
+    except BaseException:
+        if batcher is not None:
+            batcher.stop()
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
     app = ServingApp(
         manager,
         metrics=metrics,
