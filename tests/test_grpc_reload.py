@@ -200,3 +200,42 @@ def test_explicit_port_taken_fails_start(server_test_models, tmp_path):
                                 env=server_env())
     assert result.returncode == 1
     assert "Failed to BuildAndStart gRPC server" in result.stderr
+
+
+def test_grpc_and_rest_share_the_batching_queue(server_test_models, tmp_path):
+    import concurrent.futures
+
+    import requests
+
+    params = tmp_path / "batching.pbtxt"
+    params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 5000 }\n"
+                      "num_batch_threads { value: 1 }\n")
+    server = start_server(server_test_models["half"], "--enable_batching",
+                          f"--batching_parameters_file={params}", model_name="half",
+                          workdir=tmp_path)
+    channel, stub, _ = _stubs(server)
+    try:
+        def grpc_call(x):
+            return _predict(stub, "half", x)[1]
+
+        def rest_call(x):
+            reply = requests.post(f"{server.url}/v1/models/half:predict",
+                                  json={"instances": [x]}, timeout=30)
+            return reply.json()["predictions"][0]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(grpc_call if i % 2 else rest_call, float(i))
+                       for i in range(32)]
+            answers = [f.result() for f in futures]
+        assert answers == [0.5 * i + 3.0 for i in range(32)]
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "half"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.zeros(9, np.float32)))
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request, 10)
+        assert info.value.code() == INVALID
+        assert info.value.details().startswith(
+            "Task size 9 is larger than maximum input batch size 8")
+    finally:
+        channel.close()
+        assert server.stop() == 0
