@@ -202,6 +202,18 @@ def test_explicit_port_taken_fails_start(server_test_models, tmp_path):
     assert "Failed to BuildAndStart gRPC server" in result.stderr
 
 
+def test_port_minus_one_serves_rest_only(server_test_models, tmp_path):
+    import requests
+
+    server = start_server(server_test_models["half"], "--port=-1", model_name="half",
+                          workdir=tmp_path)
+    try:
+        assert server.info["grpc_port"] is None
+        assert requests.get(f"{server.url}/v1/models/half", timeout=10).status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
 def test_grpc_and_rest_share_the_batching_queue(server_test_models, tmp_path):
     import concurrent.futures
 

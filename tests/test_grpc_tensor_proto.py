@@ -180,5 +180,7 @@ def test_grpc_flags_are_parsed_and_checked():
         0, "/tmp/x.sock", 3)
     assert flags["enable_grpc_healthcheck_service"] is True
     _check(flags)
+    with pytest.raises(FlagError, match="'grpc.x' is not key=value"):
+        _check(parse_flags(["--model_base_path=/m", "--grpc_channel_arguments=a=1,grpc.x"]))
     with pytest.raises(FlagError, match="--port must be between -1 and 65535"):
         _check(parse_flags(["--model_base_path=/m", "--port=70000"]))

@@ -531,6 +531,11 @@ def start_grpc(flags: dict, manager, metrics=None, batcher=None, *, reuse_port: 
     (grpcio turns it on by default on Linux, which would let two servers silently share a
     port, so it is off unless asked for).
     """
+    port = flags.get("port", 8500)
+    host = flags.get("host", "127.0.0.1") or "0.0.0.0"
+    if (port is None or port < 0) and not flags.get("grpc_socket_path"):
+        log.info("gRPC is off (--port=-1 and no --grpc_socket_path)")
+        return None, None
     options = [
         ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
         ("grpc.max_send_message_length", -1),
@@ -552,8 +557,6 @@ def start_grpc(flags: dict, manager, metrics=None, batcher=None, *, reuse_port: 
         for name in ("", "ModelService", "PredictionService"):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = flags.get("port", 8500)
-    host = flags.get("host", "127.0.0.1") or "0.0.0.0"
     bound = None
     addresses = []
     try:

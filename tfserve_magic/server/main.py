@@ -203,6 +203,9 @@ def _check(flags: dict) -> None:
         )
     if not 0 <= flags["rest_api_port"] <= 65535:
         raise FlagError(f"--rest_api_port must be between 0 and 65535, not {flags['rest_api_port']}")
+    for item in flags["grpc_channel_arguments"].split(","):
+        if item.strip() and "=" not in item:
+            raise FlagError(f"--grpc_channel_arguments: {item.strip()!r} is not key=value")
     if not -1 <= flags["port"] <= 65535:
         raise FlagError(f"--port must be between -1 and 65535, not {flags['port']}")
     if flags["rest_api_max_body_bytes"] <= 0:
