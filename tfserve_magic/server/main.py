@@ -74,8 +74,15 @@ FLAGS: dict[str, Flag] = {
     ),
     "info_file": Flag(str, "", "write the server info JSON here once ready; removed on exit"),
     "parent_pid": Flag(int, 0, "exit when this process is gone"),
+    "workers": Flag(
+        str, "auto", "server processes sharing the port: N, or auto (one per usable core, "
+        "as many as the memory holds); see server/workers.py"
+    ),
 }
-OUR_FLAGS = ("host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_file", "parent_pid")
+OUR_FLAGS = (
+    "host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_file", "parent_pid",
+    "workers",
+)
 
 # tensorflow_model_server flags this server refuses by name rather than silently ignoring.
 UNSUPPORTED = {
@@ -205,6 +212,12 @@ def _check(flags: dict) -> None:
         raise FlagError(f"--rest_api_port must be between 0 and 65535, not {flags['rest_api_port']}")
     if flags["rest_api_max_body_bytes"] <= 0:
         raise FlagError("--rest_api_max_body_bytes must be positive")
+    from tfserve_magic.server.workers import parse_workers
+
+    try:
+        parse_workers(flags["workers"])
+    except ValueError as exc:
+        raise FlagError(str(exc)) from None
 
 
 # ---- logging in TF Serving's style: "2026-11-24 06:00:00.123456: I file.py:12] message" ----
@@ -233,12 +246,15 @@ def _setup_logging() -> None:
 # ---- start-up helpers ----
 
 
-def _bind(host: str, port: int, retries: int) -> socket.socket:
+def _bind(host: str, port: int, retries: int, *, reuse_port: bool = False,
+          listen: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     last_error = None
     for candidate in range(port, port + retries + 1) if port else [0]:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # --workers: every worker binds the same port (server/workers.py)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((host, candidate))
         except OSError as exc:
@@ -246,8 +262,9 @@ def _bind(host: str, port: int, retries: int) -> socket.socket:
             last_error = exc
             log.warning("Cannot bind %s:%d: %s", host, candidate, exc.strerror or exc)
             continue
-        sock.listen(2048)
-        sock.setblocking(False)
+        if listen:
+            sock.listen(2048)
+            sock.setblocking(False)
         return sock
     tried = f"ports {port}-{port + retries}" if retries else f"port {port}"
     raise OSError(f"Could not bind the REST API to {host} ({tried}): {last_error}")
@@ -369,6 +386,15 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, stop_during_startup) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        from tfserve_magic.server import workers
+
+        if workers.worker_context() is None and workers.planned_count(flags) > 1:
+            return workers.run_parent(
+                flags, {name: flag.default for name, flag in FLAGS.items()}, argv,
+                lambda: _bind(flags["host"], flags["rest_api_port"],
+                              max(0, flags["rest_api_port_retries"]), reuse_port=True,
+                              listen=False),
+            )
         return _run(flags, argv, previous)
     except _Stopping:
         log.info("Stopped during start-up")
@@ -447,8 +473,11 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
     manager.start_polling(config_reloader, flags["model_config_file_poll_wait_seconds"])
     gc.freeze()  # TensorFlow leaves ~370k objects that every full collection would rescan
 
+    from tfserve_magic.server.workers import worker_context
+
     try:
-        sock = _bind(flags["host"], flags["rest_api_port"], max(0, flags["rest_api_port_retries"]))
+        sock = _bind(flags["host"], flags["rest_api_port"], max(0, flags["rest_api_port_retries"]),
+                     reuse_port=worker_context() is not None)
     except OSError as exc:
         log.error("Failed to start server. Error: %s", exc)
         manager.stop()
@@ -541,16 +570,39 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     )
     info_file = flags["info_file"]
     server.on_started = (lambda: _write_info(info_file, info)) if info_file else None
+    # gRPC (issue 12) goes here, in every worker: start_grpc(flags, manager, metrics, batching,
+    # reuse_port=worker is not None); the parent reserves nothing for it.
+    worker, channel = _worker_channel(manager, metrics)
+    if worker is not None:
+        from tfserve_magic.server.workers import write_ready
+
+        server.on_started = lambda: write_ready(worker, info)
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
     loop = new_loop()
     try:
         loop.run_until_complete(server.serve(sockets=[sock]))
     finally:
+        if channel is not None:
+            channel.stop()
         if batcher is not None:
             batcher.stop()
         executor.shutdown(wait=False, cancel_futures=True)
         loop.close()
+
+
+def _worker_channel(manager, metrics):
+    """In a ``--workers`` child: open the peer channel so status and metrics speak for every
+    worker (server/workers.py). Returns ``(context, channel)``, or ``(None, None)``."""
+    from tfserve_magic.server.workers import PeerChannel, worker_context
+
+    context = worker_context()
+    if context is None:
+        return None, None
+    channel = PeerChannel(context, manager, metrics)
+    channel.start()
+    channel.install()
+    return context, channel
 
 
 try:
