@@ -339,3 +339,51 @@ def test_child_flags_replace_what_the_parent_owns():
     assert "--tensorflow_intra_op_parallelism=2" in args
     assert not any(a.startswith(("--info_file", "--parent_pid=7", "--workers=2")) for a in args)
     assert parse_flags(args)["rest_api_port"] == 8501  # the child parses what it is given
+
+
+# ---- through the manager and the magic ----
+
+
+@needs_reuse_port
+def test_manager_start_with_workers(server_test_models):
+    from tfserve_magic import manager
+
+    try:
+        handle = manager.start("half", server_test_models["half"], port=0, workers=2)
+        assert len(handle.workers) == 2 and handle.summary().endswith(", 2 workers)")
+        assert "2 processes" in repr(handle)
+        pids = [w["pid"] for w in handle.workers]
+        again = manager.start("half", server_test_models["half"], port=0, workers=2)
+        assert again.reused and again.pid == handle.pid
+        with pytest.raises(manager.StartError, match="other start options: .*workers"):
+            manager.start("half", server_test_models["half"], port=0, workers=1)
+        with pytest.raises(manager.StartError, match="--workers must be"):
+            manager.start("half", server_test_models["half"], port=0, workers="many")
+    finally:
+        manager.stop(all=True)
+    assert _wait_gone(pids) == []
+
+
+def test_default_workers_is_one_on_small_machines(monkeypatch):
+    from tfserve_magic import manager
+
+    monkeypatch.setattr(workers, "usable_cpus", lambda: 2)
+    assert manager.default_workers() == "1"
+    monkeypatch.setattr(workers, "usable_cpus", lambda: 16)
+    expected = "auto" if os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >= 4 * 2**30 \
+        else "1"
+    assert manager.default_workers() == expected
+
+
+@needs_reuse_port
+def test_magic_start_workers(shell, server_test_models, capsys):
+    from tfserve_magic import manager
+
+    try:
+        handle = shell.run_line_magic(
+            "tfserve", f"start half {server_test_models['half']} --port 0 --workers 2"
+        )
+        assert len(handle.workers) == 2
+        assert capsys.readouterr().out.strip().endswith(", 2 workers)")
+    finally:
+        manager.stop(all=True)
