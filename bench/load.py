@@ -83,14 +83,22 @@ def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> Load
     )
 
 
-def prediction_checker(expected: np.ndarray, atol: float = 1e-4) -> Callable[[bytes], bool]:
-    """A function telling whether a response body holds ``expected`` as its predictions."""
+def prediction_checker(expected: np.ndarray, atol: float = 1e-4,
+                       protocol: str = "v1") -> Callable[[bytes], bool]:
+    """A function telling whether a response body holds ``expected`` as its predictions
+    (``protocol="v2"``: an Open Inference Protocol answer, first output, flat data + shape)."""
     import orjson
 
     def check(body: bytes) -> bool:
         try:
-            predictions = np.asarray(orjson.loads(body)["predictions"], dtype=np.float32)
-        except (ValueError, KeyError, TypeError):
+            answer = orjson.loads(body)
+            if protocol == "v2":
+                output = answer["outputs"][0]
+                predictions = np.asarray(output["data"], dtype=np.float32).reshape(
+                    output["shape"])
+            else:
+                predictions = np.asarray(answer["predictions"], dtype=np.float32)
+        except (ValueError, KeyError, TypeError, IndexError):
             return False
         return predictions.shape == expected.shape and bool(
             np.allclose(predictions, expected, atol=atol, rtol=0)

@@ -26,7 +26,9 @@ VENV_ROOT = REPO / "build" / "bench" / "venvs"
 # name -> (pip requirements, the import that must work afterwards)
 ENVS: dict[str, tuple[list[str], str]] = {
     "kserve": (["kserve==0.21.0"], "import kserve, tensorflow"),
-    "mlserver": (["mlserver==1.7.1"], "import mlserver, tensorflow"),
+    # MLServer 1.7's inference workers call asyncio.get_event_loop() at start, which uvloop
+    # 0.22+ refuses outside a running loop: the worker dies and the model never loads.
+    "mlserver": (["mlserver==1.7.1", "uvloop<0.22"], "import mlserver, tensorflow"),
 }
 
 
@@ -69,9 +71,11 @@ def ensure(name: str, root: Path = VENV_ROOT, log=print) -> Path:
     venv = root / name
     log(f"Installing {' '.join(requirements)} into {venv} (once; pip from PyPI) ...")
     venv.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, *requirements], check=True)
+    with open(venv / "pip.log", "a") as pip_log:  # pip's chatter stays out of the bench log
+        subprocess.run([*pip, *requirements], check=True, stdout=pip_log, stderr=pip_log)
     shared = _shared_site_packages()
     (_venv_site_packages(python) / "zz_bench_shared_tf.pth").write_text("\n".join(shared) + "\n")
     env = tf_env()

@@ -13,11 +13,27 @@ from pathlib import Path
 import psutil
 
 from bench import load
-from bench.peers import PEERS, REPO
+from bench.peers import PEERS, REPO, ours_key
 
-CHART_PEERS = ("flask", "fastapi", "tfs", "ours", "ours_batching")
-COLORS = {"flask": "#9e9e9e", "fastapi": "#6d8fb3", "tfs": "#d9a441", "ours": "#d9534f",
+COLORS = {"flask": "#9e9e9e", "fastapi": "#6d8fb3", "kserve": "#3c8d5a", "mlserver": "#7a5cb0",
+          "tfs": "#d9a441", "ours": "#d9534f", "ours_w2": "#e8873a", "ours_wauto": "#c9a227",
           "ours_batching": "#8e2c48", "ceiling": "#222222"}
+
+
+def _spec(key: str):
+    """PEERS[key], registering ``ours_wN`` keys a results file may hold."""
+    if key not in PEERS and key.startswith("ours_w"):
+        ours_key(key[len("ours_w"):])
+    return PEERS[key]
+
+
+def default_ours(results: dict) -> str:
+    """Our server as the CLI runs it by default (--workers=auto), else the most workers run."""
+    measured = {r["peer"] for r in results.get("summary", [])}
+    for key in ("ours_wauto", "ours_w2", "ours"):
+        if key in measured:
+            return key
+    return "ours"
 
 
 def machine_info(generator: str) -> dict:
@@ -103,6 +119,26 @@ def evaluate_targets(results: dict) -> list:
                  100, 8, 1.0, other_concurrency=1)
     ratio_target("--enable_batching vs ours, 1 image, c=32", "ours_batching", "ours", 1, 32, 1.3,
                  batching=True)
+    # issue 13: every core, and the servers users pick instead
+    ratio_target("2 workers vs 1, 1 image, c=32", "ours_w2", "ours", 1, 32, 1.7)
+    ratio_target("2 workers vs 1, 100 images, c=8", "ours_w2", "ours", 100, 8, 1.7)
+    best = default_ours(results)
+    who = _spec(best).short
+    ratio_target(f"{who} vs KServe, 1 image, c=8", best, "kserve", 1, 8, 3.0)
+    ratio_target(f"{who} vs KServe, 100 images, c=8", best, "kserve", 100, 8, 12.0)
+    ratio_target(f"{who} vs MLServer, 100 images, c=8", best, "mlserver", 100, 8, 1.5)
+    for target in targets[-5:]:
+        target["profile"] = False
+    tail = _cell(results, "ours", 1, 32)
+    value = tail["p99_ms"] / tail["p50_ms"] if tail and tail["p50_ms"] else None
+    if value is not None and math.isnan(value):
+        value = None
+    targets.append({
+        "name": "p99 / p50, ours (1 worker, no batching), 1 image, c=32", "needed": "<= 4x",
+        "value": value, "measured": "n/a" if value is None else
+        f"{value:.2f}x ({tail['p99_ms']:.1f} / {tail['p50_ms']:.1f} ms)",
+        "status": "n/a" if value is None else ("pass" if value <= 4.0 else "miss"),
+    })
 
     speedup = decode_speedup(results.get("decode"))
     targets.append({
@@ -135,7 +171,10 @@ def write_chart(results: dict, png_path: Path) -> None:
     settings = results["settings"]
     bodies = settings["bodies"]
     concurrencies = settings["concurrency"]
-    peers = [p for p in CHART_PEERS if any(r["peer"] == p for r in results["summary"])]
+    measured = {r["peer"] for r in results["summary"]}
+    for key in measured:
+        _spec(key)
+    peers = [p for p in PEERS if p != "ceiling" and p in measured]
     fig, axes = plt.subplots(1, len(bodies), figsize=(6.2 * len(bodies), 4.6), squeeze=False)
     width = 0.8 / max(1, len(peers))
     for ax, n_images in zip(axes[0], bodies):
@@ -144,7 +183,8 @@ def write_chart(results: dict, png_path: Path) -> None:
                       for c in concurrencies]
             positions = [i + (index - (len(peers) - 1) / 2) * width
                          for i in range(len(concurrencies))]
-            bars = ax.bar(positions, values, width, label=PEERS[peer].short, color=COLORS[peer])
+            bars = ax.bar(positions, values, width, label=PEERS[peer].short,
+                          color=COLORS.get(peer, "#b55d3a"))
             ax.bar_label(bars, labels=[_short_number(v) for v in values], fontsize=7,
                          padding=1)
         ceiling = _cell(results, "ceiling", n_images, 1)
@@ -260,10 +300,11 @@ def _setup_section(results: dict) -> str:
                  "`POST /v1/models/MLP:predict` on 127.0.0.1:")
     lines.append("")
     for key in settings["peers"]:
-        lines.append(f"- **{PEERS[key].short}**: {PEERS[key].label}. {_PEER_NOTES[key]}")
+        note = _PEER_NOTES.get(key) or _PEER_NOTES["ours_w"]
+        lines.append(f"- **{_spec(key).short}**: {_spec(key).label}. {note}")
     for key, message in (results.get("failed_peers") or {}).items():
         first_line = message.strip().splitlines()[0] if message.strip() else "no output"
-        lines.append(f"- **{PEERS[key].short} was left out of this run**: `{first_line[:300]}`")
+        lines.append(f"- **{_spec(key).short} was left out of this run**: `{first_line[:300]}`")
     if "tfs" not in settings["peers"]:
         lines.append("- TF Serving (`tensorflow_model_server`) is included when it is on `PATH`; "
                      "it was not on this machine.")
@@ -302,7 +343,22 @@ _PEER_NOTES = {
              "`jsonify(out.tolist())`; `app.run(threaded=True)` (bench/flask_peer.py).",
     "fastapi": "A pydantic `instances: List[List[List[List[float]]]]` body, an `async def` "
                "endpoint, `np.array`, the signature, a dict returned (bench/fastapi_peer.py).",
-    "ours": "`python -m tfserve_magic serve --model_name=MLP --model_base_path=...`.",
+    "kserve": "A `kserve.Model` subclass loading the SavedModel (`load`/`async predict`, "
+              "`np.asarray` of the instances, the signature, `.tolist()`), "
+              "`kserve.ModelServer(enable_grpc=False).start([model])`, KServe's defaults "
+              "otherwise (its access log and latency logging included), pinned into 127.0.0.1 "
+              "(bench/kserve_peer.py; its own venv under build/bench/venvs/).",
+    "mlserver": "A custom runtime (`mlserver.MLModel`, `NumpyCodec` in and out) with MLServer's "
+                "default settings (one inference worker process beside the HTTP process), "
+                "V2 bodies: the same images as one flat FP32 tensor at "
+                "`/v2/models/MLP/infer` (bench/mlserver_peer.py; its own venv).",
+    "ours": "`python -m tfserve_magic serve --model_name=MLP --model_base_path=... "
+            "--workers=1`.",
+    "ours_w2": "The same with `--workers=2`: two server processes sharing the port "
+               "(SO_REUSEPORT).",
+    "ours_wauto": "The same with `--workers=auto` (the CLI's default): one worker per usable "
+                  "core, as many as the free memory holds.",
+    "ours_w": "The same with that `--workers` value.",
     "ours_batching": "The same with `--enable_batching "
                      "--batching_parameters_file=bench/batching.pbtxt`.",
     "tfs": "The real TF Serving binary with `--rest_api_port`.",
@@ -322,8 +378,10 @@ def _results_section(results: dict, png_path: Path) -> str:
     lines = ["## Throughput and latency", "",
              f"![requests per second per peer]({png_path.name})", "",
              "| images/request | concurrency | peer | req/s | rounds' range | images/s | p50 ms | "
-             "p99 ms | RSS MiB | errors |",
-             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "p99 ms | RSS MiB | server cores | errors |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in results["summary"]:
+        _spec(row["peer"])
     order = {key: i for i, key in enumerate(PEERS)}
     rows = sorted(results["summary"],
                   key=lambda r: (r["n_images"], r["concurrency"], order[r["peer"]]))
@@ -331,21 +389,27 @@ def _results_section(results: dict, png_path: Path) -> str:
         concurrency = "loop" if row["peer"] == "ceiling" else row["concurrency"]
         low, high = row.get("spread") or (row["per_second"], row["per_second"])
         name = PEERS[row["peer"]].short
-        if row["peer"] in ("ours", "ours_batching"):
+        if row["peer"].startswith("ours"):
             name = f"**{name}**"
         lines.append(
             f"| {row['n_images']} | {concurrency} | {name} | {_fmt(row['per_second'])} | "
             f"{_fmt(low)}-{_fmt(high)} | {_fmt(row['images_per_second'], 0)} | "
             f"{_fmt(row['p50_ms'], 2)} | {_fmt(row['p99_ms'], 2)} | {_fmt(row['rss_mb'], 0)} | "
-            f"{row['errors']} |"
+            f"{_fmt(row.get('server_cores'), 2)} | {row['errors']} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def _ratios_section(results: dict) -> str:
     settings = results["settings"]
-    others = [p for p in ("flask", "fastapi", "tfs") if p in settings["peers"]]
-    columns = [(f"ours / {PEERS[p].short}", "ours", p, None) for p in others]
+    others = [p for p in ("flask", "fastapi", "kserve", "mlserver", "tfs")
+              if p in settings["peers"]]
+    more = [p for p in settings["peers"] if p.startswith("ours_w")]
+    columns = [(f"{_spec(p).short} / ours", p, "ours", None) for p in more]
+    columns += [(f"ours / {PEERS[p].short}", "ours", p, None) for p in others]
+    best = default_ours(results)
+    if best != "ours":
+        columns += [(f"{_spec(best).short} / {PEERS[p].short}", best, p, None) for p in others]
     if "ceiling" in settings["peers"]:
         columns.append(("ours / ceiling", "ours", "ceiling", 1))
     if "ours_batching" in settings["peers"]:
@@ -368,7 +432,7 @@ def _ratios_section(results: dict) -> str:
 
 def _targets_section(results: dict) -> str:
     marks = {"pass": "pass", "miss": "**MISS**", "n/a": "not measured"}
-    lines = ["## Targets (issue 8)", "", "| target | needed | measured | result |",
+    lines = ["## Targets (issues 8 and 13)", "", "| target | needed | measured | result |",
              "|---|---|---|---|"]
     for target in results["targets"]:
         lines.append(f"| {target['name']} | {target['needed']} | {target['measured']} | "
