@@ -50,7 +50,8 @@ def wrk_path() -> Optional[str]:
     return shutil.which("wrk")
 
 
-def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> LoadResult:
+def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float,
+            marker: str = "predictions") -> LoadResult:
     """Drive ``url`` with wrk (one thread: the generator shares the cores with the server)."""
     command = [
         wrk_path() or "wrk",
@@ -64,6 +65,7 @@ def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> Load
         url,
         "--",
         str(body_file),
+        marker,  # a 200 without this key in its body counts as bad
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 180)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]

@@ -141,7 +141,8 @@ def measure_http(peer: RunningPeer, assets: BenchAssets, n_images: int, concurre
     if generator == "wrk":
         wrong = load.check_sample(peer.url, body, check, SAMPLE_CHECKS)
         cpu_before, wall_before = peer.cpu_seconds(), time.perf_counter()
-        result = load.run_wrk(peer.url, body_file, concurrency, seconds)
+        marker = "outputs" if peer.protocol == "v2" else "predictions"
+        result = load.run_wrk(peer.url, body_file, concurrency, seconds, marker)
         result.errors += wrong
         result.checked += SAMPLE_CHECKS
     else:
