@@ -53,12 +53,13 @@ if _out:
         def _new_loop():
             loop = _real_loop()
 
-            def probe(due):
-                now = time.perf_counter()
-                _lags.append((time.time(), now - due))
-                loop.call_later(0.002, probe, now + 0.002)
+            def probe(due, last, last_cpu):
+                now, cpu = time.perf_counter(), time.thread_time()
+                # (when, lateness, wall and main-thread CPU since the previous tick)
+                _lags.append((time.time(), now - due, now - last, cpu - last_cpu))
+                loop.call_later(0.002, probe, now + 0.002, now, cpu)
 
-            loop.call_soon(probe, time.perf_counter())
+            loop.call_soon(probe, time.perf_counter(), time.perf_counter(), time.thread_time())
             return loop
 
         uvloop.new_event_loop = _new_loop
@@ -175,7 +176,15 @@ def measure(assets, workdir: Path, name: str, seconds: float, concurrency: int) 
         hook["gc"] += data["gc"]
         hook["lags"] += data["lags"]
     pauses = [(gen, s) for t, gen, s in hook["gc"] if started <= t <= ended]
-    lags = [s for t, s in hook["lags"] if started <= t <= ended]
+    ticks = [tick for tick in hook["lags"] if started <= tick[0] <= ended]
+    lags = [tick[1] for tick in ticks]
+    stalls = [tick for tick in ticks if tick[1] > 0.020]
+    # Of the stalls' wall time, how much the loop's thread actually ran: the rest it was
+    # waiting for a core (other processes, the load generator, TensorFlow's threads).
+    row["stall_on_cpu_share"] = (sum(t[3] for t in stalls) / sum(t[2] for t in stalls)
+                                 if stalls else float("nan"))
+    row["busy_share"] = (sum(t[3] for t in ticks) / sum(t[2] for t in ticks)
+                         if ticks else float("nan"))
     row["gc_collections"] = len(pauses)
     row["gc_full"] = sum(1 for gen, _ in pauses if gen == 2)
     row["gc_max_ms"] = max((s for _, s in pauses), default=0.0) * 1000
@@ -214,8 +223,9 @@ def main(argv=None) -> int:
 
 def format_table(rows: list) -> str:
     lines = ["| config | req/s | p50 ms | p99 ms | p99/p50 | in-app p50 / p99 ms | "
-             "GC runs (full) | GC max / total ms | loop stall p99 / max ms | stalls > 20 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "GC runs (full) | GC max / total ms | loop stall p99 / max ms | stalls > 20 ms | "
+             "loop thread on CPU: overall / in stalls |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = r["p99_ms"] / r["p50_ms"] if r["p50_ms"] else float("nan")
         lines.append(
@@ -223,7 +233,8 @@ def format_table(rows: list) -> str:
             f"{ratio:.2f}x | {r['server_p50_ms']:.2g} / {r['server_p99_ms']:.2g} | "
             f"{r['gc_collections']} ({r['gc_full']}) | {r['gc_max_ms']:.1f} / "
             f"{r['gc_total_ms']:.0f} | {r['loop_stall_p99_ms']:.1f} / "
-            f"{r['loop_stall_max_ms']:.1f} | {r['loop_stalls_over_20ms']} |")
+            f"{r['loop_stall_max_ms']:.1f} | {r['loop_stalls_over_20ms']} | "
+            f"{r['busy_share']:.0%} / {r['stall_on_cpu_share']:.0%} |")
     return "\n".join(lines)
 
 

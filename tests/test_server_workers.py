@@ -353,6 +353,9 @@ def test_manager_start_with_workers(server_test_models):
         assert len(handle.workers) == 2 and handle.summary().endswith(", 2 workers)")
         assert "2 processes" in repr(handle)
         pids = [w["pid"] for w in handle.workers]
+        view = manager.StatusView("half", manager.status("half"))
+        assert "2 processes" in view.title and "MiB resident each" in view.title
+        assert view["half"][0]["state"] == "AVAILABLE"
         again = manager.start("half", server_test_models["half"], port=0, workers=2)
         assert again.reused and again.pid == handle.pid
         with pytest.raises(manager.StartError, match="other start options: .*workers"):

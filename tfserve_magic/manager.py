@@ -223,14 +223,18 @@ class StatusView(dict):
     ):
         super().__init__(status_by_model)
         self.name = name
+        handle = find(name)
         if devices is None:
-            handle = find(name)
             devices = handle.devices if handle is not None else []
         self.devices = list(devices)
+        self.workers = list(handle.workers) if handle is not None else []
 
     @property
     def title(self) -> str:
-        return f"{self.name} on {', '.join(self.devices)}" if self.devices else self.name
+        title = f"{self.name} on {', '.join(self.devices)}" if self.devices else self.name
+        if len(self.workers) > 1:  # memory per worker, as measured when each became ready
+            title += f" ({_workers_text(self.workers)})"
+        return title
 
     def __repr__(self) -> str:
         return f"{self.title}:\n{format_status(self)}"
