@@ -227,6 +227,8 @@ def write_markdown(results: dict, md_path: Path, png_path: Path) -> None:
         _results_section(results, png_path),
         _ratios_section(results),
         _targets_section(results),
+        _workers_section(results),
+        _tail_section(results),
         _sweep_section(results),
         _decode_section(results),
         _startup_section(results),
@@ -442,6 +444,75 @@ def _targets_section(results: dict) -> str:
         lines.append(f"| hot swap: new version folder to serving | reported | "
                      f"{hot['seconds']:.2f} s | - |")
     return "\n".join(lines) + "\n"
+
+
+def _workers_section(results: dict) -> str:
+    rows = [r for r in results.get("summary", []) if r["peer"].startswith("ours")
+            and r["peer"] != "ours_batching"]
+    if not any(r["peer"] != "ours" for r in rows):
+        return ""
+    lines = ["## Workers (`--workers`)", "",
+             "Our server with 1 worker, 2 workers and `auto` in the same run. \"server cores\" is "
+             "the CPU time of the server's processes (parent and workers) over the measurement's "
+             "wall time: a second worker can only add throughput when a second core is free, so "
+             "on a machine whose cores are also busy with the load generator (and anything "
+             "else) the ratio is bounded by the cores the server actually got, not by the "
+             "server. Batching runs per worker (each worker batches the requests it received).",
+             "", "| images/request | concurrency | workers | req/s | p50 ms | p99 ms | "
+             "server cores | RSS MiB (all processes) |", "|---:|---:|---|---:|---:|---:|---:|---:|"]
+    order = {key: i for i, key in enumerate(PEERS)}
+    for r in sorted(rows, key=lambda r: (r["n_images"], r["concurrency"], order[r["peer"]])):
+        workers = "1" if r["peer"] == "ours" else r["peer"][len("ours_w"):]
+        lines.append(f"| {r['n_images']} | {r['concurrency']} | {workers} | "
+                     f"{_fmt(r['per_second'])} | {_fmt(r['p50_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | "
+                     f"{_fmt(r.get('server_cores'), 2)} | {_fmt(r['rss_mb'], 0)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _tail_section(results: dict) -> str:
+    rows = results.get("tail")
+    if not isinstance(rows, list) or not rows:
+        return ""
+    from bench.tail import format_table
+
+    default = next((r for r in rows if r["config"] == "default"), rows[0])
+    lines = [
+        "## Where the p99 at 1 image, c=32 goes", "",
+        "`python -m bench.tail` (also run by `make bench`): wrk at c=32 against our server in "
+        "a few configurations; the server's garbage-collector pauses (`gc.callbacks`) and its "
+        "event loop's stalls (a 2 ms timer on the loop, with the loop thread's CPU time "
+        "between ticks) come from a `sitecustomize` hook, the in-app latency from the "
+        "server's own Prometheus histogram (time from the request reaching the app to its "
+        "answer; bucket bounds, so coarse).", "",
+        format_table(rows), "",
+        "What this shows:", "",
+        f"- **Not the garbage collector.** After `gc.freeze()` (docs/design.md) only young "
+        f"collections run: {default['gc_collections']} in the measurement, "
+        f"{default['gc_full']} full, the longest {default['gc_max_ms']:.1f} ms. Turning the "
+        "collector off (`gc off`) does not shorten the tail.",
+        f"- **Event-loop stalls are mostly waiting for a core.** The loop's timer fired up to "
+        f"{default['loop_stall_max_ms']:.0f} ms late (p99 {default['loop_stall_p99_ms']:.0f} ms), "
+        f"but during the stalls over 20 ms the loop's thread was on a CPU only "
+        f"{default['stall_on_cpu_share']:.0%} of the time ({default['busy_share']:.0%} over "
+        "the whole measurement): it was runnable and waiting while the load generator, "
+        "TensorFlow's threads and other processes had the cores. No request handler blocks "
+        "the loop that long (a 1-image request costs well under a millisecond of CPU).",
+        "- **Not uvicorn's back-pressure.** A 1-image answer is about 200 bytes; the transport "
+        "never reaches its 64 KiB write high-water mark, and the server sets no "
+        "`limit_concurrency`, so uvicorn never pauses reading; a request waits only for the "
+        "requests ahead of it on the same loop.",
+        "- **The median is queueing.** With one loop every request waits for the ~31 others "
+        "(Little's law: p50 ~ concurrency / throughput); more workers lower it.",
+        "- **Fixed: a feedback loop between the inline and pooled model calls.** The server runs "
+        "a model call inline when its measured cost is small, in a thread pool otherwise "
+        "(docs/design.md). One call whose thread merely waited for a core used to raise the "
+        "estimate at once, sending the following calls to the pool, where GIL hand-offs with "
+        "the loop made them slower still and kept them there. The estimate now needs two slower "
+        "calls in a row (server/app.py `_learn`): on the busy 2-core machine the pool's "
+        "threads went from 4-6 % of a core to none under this load.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _sweep_section(results: dict) -> str:

@@ -66,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batching-sweep", choices=["auto", "on", "off"], default="auto",
                         help="try a few batching settings at 1 image, c=32 (auto: not with "
                              "--quick)")
+    parser.add_argument("--tail", choices=["auto", "on", "off"], default="auto",
+                        help="where the p99 at 1 image, c=32 goes (bench/tail.py; needs wrk; "
+                             "auto: on)")
     parser.add_argument("--from-results", type=Path, metavar="JSON",
                         help="measure nothing: rewrite the docs from a saved results.json")
     parser.add_argument("--build-dir", type=Path, default=REPO / "build" / "bench")
@@ -345,6 +348,12 @@ def main(argv=None) -> int:
         log("Batching parameters sweep (1 image, c=32) ...")
         results["batching_sweep"] = sweep(assets, workdir / "sweep", args.seconds,
                                           args.generator, log=log)
+    if args.tail != "off" and args.generator == "wrk":
+        from bench.tail import run_tail
+
+        log("Tail at 1 image, c=32: GC pauses and event-loop stalls (bench/tail.py) ...")
+        results["tail"] = _guarded(run_tail, assets, workdir / "tail",
+                                   4.0 if args.quick else 10.0, log=log)
     results["targets"] = report.evaluate_targets(results)
     results["profiles"] = _profiles(args, assets, workdir, results["targets"])
     results["elapsed_s"] = time.time() - started

@@ -195,6 +195,17 @@ def measure(assets, workdir: Path, name: str, seconds: float, concurrency: int) 
     return row
 
 
+def run_tail(assets, workdir: Path, seconds: float, concurrency: int = 32,
+             configs=tuple(CONFIGS), log=print) -> list:
+    """Every configuration's row (see ``measure``), one server at a time."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in configs:
+        log(f"  tail: {name} (1 image, c={concurrency}, {seconds:g} s) ...")
+        rows.append(measure(assets, workdir, name, seconds, concurrency))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tail", description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -210,12 +221,8 @@ def main(argv=None) -> int:
     assets = prepare_assets(args.build_dir)
     assert 1 in BODY_SIZES
     workdir = args.build_dir / "tail"
-    workdir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in args.configs.split(","):
-        row = measure(assets, workdir, name.strip(), args.seconds, args.concurrency)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    rows = run_tail(assets, workdir, args.seconds, args.concurrency,
+                    [c.strip() for c in args.configs.split(",")])
     (workdir / "tail.json").write_text(json.dumps(rows, indent=1))
     print(format_table(rows))
     return 0

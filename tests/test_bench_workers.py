@@ -156,3 +156,27 @@ def test_report_reads_results_with_other_worker_counts(tmp_path):
     report.write_chart(results, tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert "ours x6 / ours" in report._ratios_section(results)
+
+
+def test_tail_and_workers_sections():
+    from bench.tail import format_table, histogram_quantiles
+
+    row = {"config": "default", "per_second": 1000.0, "p50_ms": 20.0, "p99_ms": 90.0,
+           "errors": 0, "server_p50_ms": 0.6, "server_p99_ms": 2.0, "gc_collections": 30,
+           "gc_full": 0, "gc_max_ms": 0.5, "gc_total_ms": 9.0, "loop_stall_p99_ms": 40.0,
+           "loop_stall_max_ms": 70.0, "loop_stalls_over_20ms": 12, "busy_share": 0.5,
+           "stall_on_cpu_share": 0.2}
+    assert "| default | 1,000 | 20.0 | 90.0 | 4.50x |" in format_table([row])
+    results = _results([_cell("ours", 1, 32, 1000.0), _cell("ours_w2", 1, 32, 1800.0)],
+                       ["ours", "ours_w2"])
+    results["tail"] = [row]
+    text = report._tail_section(results)
+    assert "on a CPU only 20% of the time" in text and "30 in the measurement, 0 full" in text
+    workers = report._workers_section(results)
+    assert "| 1 | 32 | 2 | 1,800.0 |" in workers
+    assert report._tail_section({"tail": {"error": "boom"}}) == ""
+    before = ':tensorflow:serving:request_latency_bucket{model_name="m",API="predict",' \
+             'entrypoint="REST",le="%s"} %d\n'
+    old = before % ("1000", 0) + before % ("10000", 0) + before % ("+Inf", 0)
+    new = before % ("1000", 50) + before % ("10000", 99) + before % ("+Inf", 100)
+    assert histogram_quantiles(old, new) == [1.0, 10.0]
