@@ -390,3 +390,23 @@ def test_magic_start_workers(shell, server_test_models, capsys):
         assert capsys.readouterr().out.strip().endswith(", 2 workers)")
     finally:
         manager.stop(all=True)
+
+
+@needs_reuse_port
+def test_a_second_server_cannot_join_a_workers_port(serve, server_test_models, tmp_path):
+    first = serve(server_test_models["half"], "--workers=2", model_name="half")
+    for count in ("--workers=2", "--workers=1"):
+        done = subprocess.run(
+            [sys.executable, "-m", "tfserve_magic", "serve", "--model_name=half",
+             f"--model_base_path={server_test_models['half']}", f"--rest_api_port={first.port}",
+             count, f"--info_file={tmp_path / 'second.json'}"],
+            env=server_env(), capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 1, done.stderr[-2000:]
+        assert "Could not bind the REST API" in done.stderr
+    # with retries, a second multi-worker server moves on to the next free port
+    second = serve(server_test_models["half"], "--workers=2", f"--rest_api_port={first.port}",
+                   "--rest_api_port_retries=20", model_name="half")
+    assert second.port != first.port
+    answer = requests.get(f"{first.url}/v1/models/half", timeout=10)
+    assert answer.status_code == 200

@@ -247,10 +247,15 @@ def _setup_logging() -> None:
 
 
 def _bind(host: str, port: int, retries: int, *, reuse_port: bool = False,
-          listen: bool = True) -> socket.socket:
+          check_free: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     last_error = None
     for candidate in range(port, port + retries + 1) if port else [0]:
+        if check_free and candidate and not _port_free(family, host, candidate):
+            # SO_REUSEPORT would join another server's port (same user) instead of failing
+            last_error = OSError(98, "Address already in use")
+            log.warning("Cannot bind %s:%d: Address already in use", host, candidate)
+            continue
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:  # --workers: every worker binds the same port (server/workers.py)
@@ -262,12 +267,22 @@ def _bind(host: str, port: int, retries: int, *, reuse_port: bool = False,
             last_error = exc
             log.warning("Cannot bind %s:%d: %s", host, candidate, exc.strerror or exc)
             continue
-        if listen:
-            sock.listen(2048)
-            sock.setblocking(False)
+        sock.listen(2048)
+        sock.setblocking(False)
         return sock
     tried = f"ports {port}-{port + retries}" if retries else f"port {port}"
     raise OSError(f"Could not bind the REST API to {host} ({tried}): {last_error}")
+
+
+def _port_free(family, host: str, port: int) -> bool:
+    """Whether a plain socket (no SO_REUSEPORT) could bind ``port``: taken by any listener."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _client_url(host: str, port: int) -> str:
@@ -393,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                 flags, {name: flag.default for name, flag in FLAGS.items()}, argv,
                 lambda: _bind(flags["host"], flags["rest_api_port"],
                               max(0, flags["rest_api_port_retries"]), reuse_port=True,
-                              listen=False),
+                              check_free=True),
             )
         return _run(flags, argv, previous)
     except _Stopping:

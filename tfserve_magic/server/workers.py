@@ -409,7 +409,9 @@ class Parent:
         self.flags = flags
         self.defaults = defaults
         self.argv = argv
-        self.sock = sock  # bound with SO_REUSEPORT, never listening: holds the port for us
+        # Bound with SO_REUSEPORT and listening, so that no other server can take the port
+        # while the workers start; closed (its queue reset) once the first worker listens.
+        self.sock = sock
         self.port = sock.getsockname()[1]
         self.requested = parse_workers(flags["workers"])
         self.cpus = usable_cpus()
@@ -422,6 +424,10 @@ class Parent:
         env = dict(os.environ)
         env.update({ENV_DIR: str(self.directory), ENV_INDEX: str(index),
                     ENV_COUNT: str(self.planned)})
+        # TensorFlow takes nearly all of a GPU's memory in the first process that uses it;
+        # with growth on, the workers share the GPU (the manager sets this for a single
+        # server too, docs/gpu.md).
+        env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
         command = [sys.executable, "-m", "tfserve_magic", "serve", *_child_flags(
             self.flags, self.defaults, port=self.port, parent=os.getpid(), count=self.planned,
             cpus=self.cpus)]
@@ -487,6 +493,7 @@ class Parent:
         ready = self._wait_ready(first)
         if ready is None:
             return self.exit_code
+        self.sock.close()  # the workers hold the port now; nothing is ever accepted here
         if not self.requested:
             rss = ready[0].get("rss_bytes")
             available = available_memory()
