@@ -260,6 +260,12 @@ def _header(results: dict) -> str:
         "`sudo apt-get install wrk`; macOS: `brew install wrk`), else a bounded Python asyncio "
         "client. Raw numbers: `build/bench/results.json`.",
         "",
+        "KServe and MLServer pin their own FastAPI/uvicorn, so the bench installs each into its "
+        "own virtualenv under `build/bench/venvs/` with pip the first time (a few minutes; "
+        "`python -m bench.peer_envs` does it ahead). Our server alone, e.g. on a bigger "
+        "machine: `python -m bench.run --peers none --workers 1,2,4,auto` (`--workers` lists "
+        "the `--workers` values measured side by side; default `1,2,auto`).",
+        "",
     ]
     return "\n".join(lines)
 

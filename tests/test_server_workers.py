@@ -410,3 +410,16 @@ def test_a_second_server_cannot_join_a_workers_port(serve, server_test_models, t
     assert second.port != first.port
     answer = requests.get(f"{first.url}/v1/models/half", timeout=10)
     assert answer.status_code == 200
+
+
+def test_the_cli_default_uses_the_machine(monkeypatch):
+    from tfserve_magic.server.main import parse_flags
+
+    flags = parse_flags(["--model_base_path=/m"])
+    assert flags["workers"] == "auto"
+    monkeypatch.setattr(workers, "usable_cpus", lambda: 6)
+    monkeypatch.setattr(workers, "reuse_port_supported", lambda: True)
+    assert workers.planned_count(flags) == 6
+    assert workers.planned_count({**flags, "workers": "3"}) == 3
+    monkeypatch.setattr(workers, "reuse_port_supported", lambda: False)
+    assert workers.planned_count(flags) == 1  # no SO_REUSEPORT balancing: one process

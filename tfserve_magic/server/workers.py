@@ -419,6 +419,7 @@ class Parent:
         self.directory = Path(tempfile.mkdtemp(prefix="tfserve-workers-"))
         self.children: dict[int, subprocess.Popen] = {}
         self.stopping = threading.Event()
+        self.exit_code = 0  # a worker's code when it fails during start-up
 
     def spawn(self, index: int) -> None:
         env = dict(os.environ)
@@ -468,8 +469,6 @@ class Parent:
                 return None
             self.stopping.wait(0.05)
         return None
-
-    exit_code = 0
 
     def run(self) -> int:
         from tfserve_magic.server import main as server_main
