@@ -363,8 +363,8 @@ def render_merged(answers: list[dict], metrics_class) -> str:
 # ---- the parent ----
 
 
-def _child_flags(flags: dict, defaults: dict, *, port: int, parent: int, count: int,
-                 cpus: int) -> list[str]:
+def _child_flags(flags: dict, defaults: dict, *, port: int, parent: int,
+                 count: int) -> list[str]:
     """The command line of a worker: the parent's flags, with the port and process options
     the parent owns replaced."""
     own = {"workers", "info_file", "parent_pid", "rest_api_port", "rest_api_port_retries"}
@@ -376,13 +376,9 @@ def _child_flags(flags: dict, defaults: dict, *, port: int, parent: int, count: 
             value = "true" if value else "false"
         args.append(f"--{name}={value}")
     args += [f"--rest_api_port={port}", "--workers=1", f"--parent_pid={parent}"]
-    # Every worker computing on every core only makes the cores switch between them.
-    share = max(1, cpus // count)
-    if not flags.get("tensorflow_session_parallelism"):
-        if not flags.get("tensorflow_intra_op_parallelism"):
-            args.append(f"--tensorflow_intra_op_parallelism={share}")
-        if not flags.get("tensorflow_inter_op_parallelism"):
-            args.append(f"--tensorflow_inter_op_parallelism={share}")
+    # TensorFlow's thread pools keep their defaults in every worker: splitting the cores
+    # between the workers' pools (1 intra-op thread each on 2 cores) measured 35 % slower at
+    # 100 images, c=8 (docs/benchmarks.md).
     # TF Serving's --rest_api_num_threads is the server's total: split it over the workers.
     if "rest_api_num_threads" in flags:
         threads = max(1, flags["rest_api_num_threads"] // count)
@@ -430,8 +426,7 @@ class Parent:
         # server too, docs/gpu.md).
         env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
         command = [sys.executable, "-m", "tfserve_magic", "serve", *_child_flags(
-            self.flags, self.defaults, port=self.port, parent=os.getpid(), count=self.planned,
-            cpus=self.cpus)]
+            self.flags, self.defaults, port=self.port, parent=os.getpid(), count=self.planned)]
         self.children[index] = subprocess.Popen(
             command, env=env, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
