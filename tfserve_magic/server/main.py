@@ -585,13 +585,14 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     )
     info_file = flags["info_file"]
     server.on_started = (lambda: _write_info(info_file, info)) if info_file else None
-    # gRPC (issue 12) goes here, in every worker: start_grpc(flags, manager, metrics, batching,
-    # reuse_port=worker is not None); the parent reserves nothing for it.
     worker, channel = _worker_channel(manager, metrics)
     if worker is not None:
         from tfserve_magic.server.workers import write_ready
 
         server.on_started = lambda: write_ready(worker, info)
+    # gRPC (issue 12) starts here, in every worker alike: start_grpc(flags, manager, metrics,
+    # batching, reuse_port=worker is not None). gRPC sets SO_REUSEPORT, so the workers share
+    # --port; the parent reserves only the REST port (a gRPC --port=0 would differ per worker).
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
     loop = new_loop()
