@@ -466,6 +466,14 @@ def _workers_section(results: dict) -> str:
              "server. Batching runs per worker (each worker batches the requests it received).",
              "", "| images/request | concurrency | workers | req/s | p50 ms | p99 ms | "
              "server cores | RSS MiB (all processes) |", "|---:|---:|---|---:|---:|---:|---:|---:|"]
+    got = max((r.get("server_cores") or 0.0 for r in rows), default=0.0)
+    cores = (results.get("machine") or {}).get("cores") or 0
+    if cores > 1 and got < 0.75 * cores:
+        lines[2:2] = [
+            f"**In this run the server never got more than {got:.2f} of the machine's {cores} "
+            "cores** (see the load averages under Machine: other work was running), so the "
+            "worker ratios below say how busy the machine was, not what the workers can do. "
+            "Re-run on a quiet machine.", ""]
     order = {key: i for i, key in enumerate(PEERS)}
     for r in sorted(rows, key=lambda r: (r["n_images"], r["concurrency"], order[r["peer"]])):
         workers = "1" if r["peer"] == "ours" else r["peer"][len("ours_w"):]

@@ -172,8 +172,10 @@ def test_tail_and_workers_sections():
     results["tail"] = [row]
     text = report._tail_section(results)
     assert "on a CPU only 20% of the time" in text and "30 in the measurement, 0 full" in text
+    results["machine"]["cores"] = 4  # the server got 1 core of 4: the ratios say so
     workers = report._workers_section(results)
     assert "| 1 | 32 | 2 | 1,800.0 |" in workers
+    assert "never got more than 1.00 of the machine's 4 cores" in workers
     assert report._tail_section({"tail": {"error": "boom"}}) == ""
     before = ':tensorflow:serving:request_latency_bucket{model_name="m",API="predict",' \
              'entrypoint="REST",le="%s"} %d\n'
