@@ -200,6 +200,8 @@ class TFServeMagics(Magics, Configurable):
         p.add_argument("--detach", action="store_true", help="keep the server after the kernel exits")
         p.add_argument("--backend", choices=["auto", "python", "tensorflow_model_server"])
         p.add_argument("--timeout", type=float, metavar="S", help="seconds to wait for AVAILABLE")
+        p.add_argument("--workers", metavar="N|auto",
+                       help="server processes sharing the port (default: 1 on small machines)")
         p.epilog = "Flags after `--` go to the server unchanged (tensorflow_model_server's flags)."
         parse_options = p.parse_args
 
@@ -239,6 +241,7 @@ class TFServeMagics(Magics, Configurable):
                 timeout=args.timeout if args.timeout is not None else self.start_timeout,
                 extra_args=args.extra,
                 progress=line.update,
+                workers=args.workers,
             )
         except StartError as exc:
             if line.shown:  # close the "Starting ..." line; a refused request shows only the error
