@@ -25,6 +25,7 @@ _LAZY = {
     "Client": "tfserve_magic.client",
     "ServingError": "tfserve_magic.client",
     "Prediction": "tfserve_magic.client",
+    "quiet_tensorflow": "tfserve_magic.quiet",
 }
 _SUBMODULES = {"datasets", "widgets", "export", "manager", "client", "magics", "server"}
 
