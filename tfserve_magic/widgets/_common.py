@@ -83,6 +83,7 @@ class StatusLine:
                                layout=w.Layout(width="auto", display="none", margin="0 0 0 8px"))
         self.action.on_click(lambda _: self._on_action())
         self.widget = w.HBox([self.html, self.action], layout=w.Layout(align_items="center"))
+        self.widget.add_class("tfserve-status")
         self._callback = None
         self.kind = "info"
         self.text = ""

@@ -14,7 +14,7 @@ from tfserve_magic.widgets._common import png_bytes, thumbnail_scale
 # (e.g. each side of a comparison coloured by its own correctness).
 CaptionFn = Callable[[int], tuple]
 
-TILE_WIDTH = 92  # px: a 56 px thumbnail and a one-line caption such as "pred 7 / true 7"
+TILE_WIDTH = 96  # px: a 56 px thumbnail and a one-line caption such as "pred 7 / true 7"
 
 
 class Gallery:
@@ -60,6 +60,7 @@ class Gallery:
                               layout=w.Layout(border="2px solid transparent", padding="2px",
                                               margin="0 4px 4px 0", align_items="center",
                                               width=f"{TILE_WIDTH}px", display="none"))
+                tile.add_class("tfserve-tile")
                 self.tiles.append((tile, image, caption_html))
             self.grid = w.Box(
                 [t[0] for t in self.tiles],
@@ -70,6 +71,8 @@ class Gallery:
             self.grid = w.HTML(value="")
         self.empty = w.HTML(value="")
         self.widget = w.VBox([self.grid, self.empty, self.pager])
+        self.grid.add_class("tfserve-gallery")
+        self.pages_label.add_class("tfserve-pages")
 
     # ------------------------------------------------------------------ state
     @property
@@ -134,12 +137,13 @@ class Gallery:
             i = int(indices[slot])
             text, wrong, extra, *rich = self.caption(i)
             color = "#c62828" if wrong else "#1a7f37"
-            mark = "✗ " if wrong else ""
+            # wrong ones: red text in a red frame (the ✗ goes in the tooltip: one line fits)
             shown = rich[0] if rich and rich[0] else (
-                f'<span style="color:{color}">{mark}{html.escape(text)}</span>')
+                f'<span style="color:{color}">{html.escape(text)}</span>')
+            tip = ("✗ wrong · " if wrong else "") + text + " · " + extra
             image.value = self.thumbnail(i)
             caption_html.value = (
-                f'<div title="{html.escape(text + " · " + extra, quote=True)}" '
+                f'<div title="{html.escape(tip, quote=True)}" '
                 'style="text-align:center;font-size:11px;line-height:1.3;white-space:nowrap;'
                 f'overflow:hidden;text-overflow:ellipsis">{shown}</div>'
             )

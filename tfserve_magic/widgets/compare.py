@@ -190,6 +190,9 @@ class VersionCompare:
             w.HBox([self.show_choice, self.run_button], layout=w.Layout(align_items="center")),
             self.gallery.widget, self.latency.widget,
         ], layout=w.Layout(max_width="880px"))
+        self.widget.add_class("tfserve-compare")
+        self.table.add_class("tfserve-compare-table")
+        self.show_choice.add_class("tfserve-compare-show")
         if run:
             self._on_run()
 

@@ -133,6 +133,8 @@ class DrawDigit:
                               w.HBox([left, right], layout=w.Layout(flex_flow="row wrap")),
                               self.latency.widget],
                              layout=w.Layout(max_width="880px"))
+        self.widget.add_class("tfserve-draw")
+        self.top.add_class("tfserve-top")
         self.status.info("draw a digit" if self.canvas is not None else "pick or upload a digit")
 
     # ------------------------------------------------------------------ building

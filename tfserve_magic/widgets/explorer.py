@@ -69,7 +69,7 @@ class PredictionExplorer:
     """
 
     def __init__(self, client, x, y, *, model=None, version=None, label=None,
-                 signature_name=None, class_names=None, page_size: int = 24, columns: int = 8,
+                 signature_name=None, class_names=None, page_size: int = 16, columns: int = 4,
                  timeout: float = 30.0, latency: LatencyView | None = None, run: bool = True,
                  restart=None):
         import ipywidgets as w
@@ -116,6 +116,7 @@ class PredictionExplorer:
 
         images = image_view(self.x)
         self.gallery = Gallery(self.x, images, page_size, self._caption, columns=columns)
+        self.gallery.widget.layout.flex = "1 1 360px"  # beside the matrix; below it if narrow
         controls = w.HBox([self.errors_only, self.true_class, self.pred_class,
                            self.show_all_button, self.run_button],
                           layout=w.Layout(align_items="center", flex_flow="row wrap"))
@@ -127,6 +128,10 @@ class PredictionExplorer:
                    layout=w.Layout(flex_flow="row wrap", align_items="flex-start")),
             self.latency.widget,
         ], layout=w.Layout(max_width="880px"))
+        # class names for styling and for the browser tests' selectors
+        self.widget.add_class("tfserve-explorer")
+        self.summary.add_class("tfserve-summary")
+        self.cell_grid.add_class("tfserve-matrix")
         if run:
             self._on_run()
 
@@ -295,6 +300,7 @@ class PredictionExplorer:
                     width=f"{CELL}px", height=f"{CELL - 6}px", padding="0", margin="0"))
                 button.style.font_size = "11px"
                 button.on_click(lambda _, t=t, p=p: self._on_cell(t, p))
+                button.add_class("tfserve-cell")
                 self.cell_buttons[(t, p)] = button
                 children.append(button)
             self.recall_cells[t] = label("")
