@@ -382,10 +382,17 @@ def _result_is_shown(shell) -> bool:
     import ast
 
     try:
-        hist = shell.history_manager.input_hist_parsed
-        if len(hist) != shell.execution_count + 1 or shell.displayhook.quiet():
-            return False  # not a stored cell (e.g. run_cell(store_history=False)): unknown
-        tree = ast.parse(hist[-1])
+        kernel = getattr(shell, "kernel", None)
+        if kernel is not None:  # the cell being run, from the kernel's execute request
+            raw = kernel.get_parent()["content"]["code"]
+        else:
+            hist = shell.history_manager.input_hist_raw
+            if len(hist) != shell.execution_count + 1:
+                return False  # not a stored cell (run_cell(store_history=False)): unknown
+            raw = hist[-1]
+        if shell.displayhook.semicolon_at_end_of_expression(raw):
+            return False
+        tree = ast.parse(shell.transform_cell(raw))
     except Exception:
         return False
     if not tree.body or not isinstance(tree.body[-1], ast.Expr):

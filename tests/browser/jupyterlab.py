@@ -120,8 +120,8 @@ class JupyterLab:
                 return
             except OSError:
                 time.sleep(0.5)
-        raise RuntimeError("JupyterLab did not answer within %.0f s:\n%s" % (seconds,
-                                                                              self.log_tail()))
+        raise RuntimeError(f"JupyterLab did not answer within {seconds:.0f} s:\n"
+                           + self.log_tail())
 
     def log_tail(self, n: int = 30) -> str:
         try:

@@ -15,7 +15,6 @@ missing; ``.ci/run`` installs them so CI always runs this set.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -215,6 +214,13 @@ def test_notebook_run_all_in_jupyterlab(name, lab, browser, shots):
     found = problems(state)
     browser.save_screenshot(str(shots / f"{stem}_run_all.png"))
     assert not found, f"{name} shows errors or stderr after Run All:\n" + "\n".join(found)
+    for cell in state["cells"]:  # each status once: "Serving MLP v1 at ..." is not repeated
+        if cell["source"].lstrip().startswith("%tfserve start"):
+            said = [o for o in cell["outputs"] if "Serving " in str(o.get("data", o.get("text")))]
+            assert len(said) <= 1, f"{name}: {cell['source']!r} says it twice: {said}"
+            if name == "04_draw_digit.ipynb":
+                shoot(browser.find_elements("css selector", ".jp-Notebook .jp-Cell")[
+                    cell["index"]], shots / f"{stem}_start_cell.png")
     expected = widget_outputs(state)
     seen = widgets_seen(browser, expected, name)
     check_seen(seen, name)

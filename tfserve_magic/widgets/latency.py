@@ -95,7 +95,7 @@ class LatencyView:
                          f"(n={s['count']})")
         self.summary_html.value = ("<small><b>" + html.escape(self.title) + "</b> · "
                                    + " · ".join(parts) + "</small>")
-        if len(self.samples) < 2:  # one number needs no plot
+        if max(s["count"] for s in stats.values()) < 2:  # one number per series: no plot
             self.image.value = b""
             self.image.layout.display = "none"
             return
@@ -121,7 +121,9 @@ class LatencyView:
         longest = max(len(v) for v in by_series.values())
         ax.set_xlim(0.5, longest + 0.5)
         ax.set_ylim(0, top * 1.2 if top > 0 else 1.0)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("request", fontsize=16)
         ax.set_ylabel("ms", fontsize=16)
         ax.tick_params(labelsize=14)
