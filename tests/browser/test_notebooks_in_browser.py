@@ -288,6 +288,7 @@ def check_drawing(driver, shots) -> None:
     inner = (canvas.get_property("clientWidth"), canvas.get_property("clientHeight"))
     assert inner == (280, 280), "the pad keeps its own size (no CSS stretching)"
     clear = next(b for b in pad.find_elements("css selector", "button") if b.text == "Clear")
+    shoot(pad, shots / "04_draw_ready.png")  # after Run All, before drawing: no broken image
     predicted = {}
     for digit, strokes in (("1", ONE), ("7", SEVEN)):
         clear.click()
