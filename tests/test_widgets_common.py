@@ -147,10 +147,12 @@ def test_latency_view_keeps_a_bounded_history_and_plots_it():
 def test_latency_plot_of_a_thousand_requests_counts_requests():
     from PIL import Image
 
-    view = LatencyView(maxlen=1000)
+    view = LatencyView(maxlen=1000, render=False)  # one picture at the end, not 1000
     rng = np.random.default_rng(0)
     for k in range(1000):
         view.record(0.01 + 0.001 * rng.random(), series="A" if k % 2 else "B", t=float(k))
+    view.render()
+    assert "(n=500)" in view.summary_html.value
     png = bytes(view.image.value)
     assert png.startswith(b"\x89PNG")
     width, height = Image.open(io.BytesIO(png)).size

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 LOG_NAME = "tensorflow-startup.log"
 
 
 def _log_path() -> Path:
-    home = os.environ.get("TFSERVE_MAGIC_HOME")
-    folder = Path(home) if home else Path(tempfile.gettempdir()) / f"tfserve_magic-{os.getuid()}"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder / LOG_NAME
+    """Beside the servers' logs, in the manager's per-user folder (no TensorFlow import)."""
+    from tfserve_magic.manager import state_dir
+
+    return state_dir() / LOG_NAME
 
 
 def quiet_tensorflow(level: int = 3) -> Path | None:
