@@ -96,6 +96,8 @@ class JupyterLab:
              f"--port={self.port}", "--ServerApp.port_retries=0",
              f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
              "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False",
+             # Notebook 7 (when installed) is served by the same server at /notebooks/...
+             "--JupyterNotebookApp.expose_app_in_browser=True",
              "--LanguageServerManager.autodetect=False"]
             + (["--allow-root"] if os.geteuid() == 0 else []),  # CI containers run as root
             env=self.env, cwd=root, stdout=self._log, stderr=subprocess.STDOUT,

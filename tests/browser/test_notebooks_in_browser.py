@@ -4,8 +4,8 @@ Asserts per notebook: no error output and nothing on stderr; every widget render
 widget...", no "Error displaying widget"); no widget wider than a 900 px output area; no broken
 image; and the widgets work after Run All: the explorer's matrix cells filter its gallery, the
 compare filter changes the gallery, a mouse-drawn "1" and "7" get predictions on the drawing pad
-(04 keeps its server for it), and the widgets come back after a page reload. Screenshots go to
-build/screenshots/ (docs/img/ holds a few of them).
+(04 keeps its server for it, also in Notebook 7), and the widgets come back after a page
+reload. Screenshots go to build/screenshots/ (docs/img/ holds a few of them).
 
 The notebooks run with TFSERVE_MAGIC_HEADLESS=1 (small data, one epoch) and the offline MNIST
 fallback. Skipped, with the reason, where chromium/chromedriver, selenium or jupyterlab are
@@ -104,9 +104,10 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.5):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {value!r})")
 
 
-def open_notebook(driver, lab, name: str, reset: bool = True) -> None:
-    query = f"?token={lab.token}" + ("&reset" if reset else "")
-    driver.get(f"{lab.url}/lab/tree/{name}{query}")
+def open_notebook(driver, lab, name: str, reset: bool = True, app: str = "lab/tree") -> None:
+    """Open ``name`` in JupyterLab (``app="lab/tree"``) or Notebook 7 (``app="notebooks"``)."""
+    query = f"?token={lab.token}" + ("&reset" if reset and app == "lab/tree" else "")
+    driver.get(f"{lab.url}/{app}/{name}{query}")
     wait_for(lambda: driver.execute_script(JS_READY), 180, f"{name} to open with an idle kernel")
 
 
@@ -304,3 +305,21 @@ def check_drawing(driver, shots) -> None:
     # classes to be asserted; the prediction itself, after Run All, is what must work
     assert all(v.isdigit() for v in predicted.values()), predicted
     print(f"drawn digits predicted as {predicted}")
+
+
+def test_drawing_pad_in_notebook_7(lab, browser, shots):
+    """The same notebook in Notebook 7: Run All, then a mouse-drawn digit gets a prediction."""
+    pytest.importorskip("notebook", reason="Notebook 7 is not installed (pip install notebook)")
+    name = "04_draw_digit.ipynb"
+    open_notebook(browser, lab, name, app="notebooks")
+    state = run_all(browser, name)
+    found = problems(state)
+    assert not found, "Notebook 7 shows errors or stderr after Run All:\n" + "\n".join(found)
+    check_seen(widgets_seen(browser, widget_outputs(state), name), f"{name} in Notebook 7")
+    pad = css(browser, ".tfserve-draw")[0]
+    canvas = pad.find_element("css selector", "canvas.tfserve-draw-pad")
+    draw(browser, canvas, ONE)
+    assert wait_for(lambda: top_class(browser, pad), 60, "a prediction in Notebook 7")
+    shoot(pad, shots / "04_draw_notebook7.png")
+    browser.execute_script(JS_SAVE)
+    lab.shutdown_kernels()

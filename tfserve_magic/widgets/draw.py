@@ -120,8 +120,7 @@ class DrawDigit:
                                     layout=w.Layout(flex="none"))
             self.canvas.observe(self._on_pad_strokes, "strokes")
             source = self.canvas
-            self.message.value = ("<small style='color:#555'>Draw with the mouse or a finger; "
-                                  "the model sees the 28x28 image on the right.</small>")
+            self.message.layout.display = "none"  # the status line says what to do
         else:
             source = self._build_fallback(w, asked_off=use_canvas is False)
         buttons = w.HBox([self.predict_button, self.clear_button, self.live],
@@ -135,7 +134,9 @@ class DrawDigit:
                              layout=w.Layout(max_width="880px"))
         self.widget.add_class("tfserve-draw")
         self.top.add_class("tfserve-top")
-        self.status.info("draw a digit" if self.canvas is not None else "pick or upload a digit")
+        self.status.info("draw a digit with the mouse or a finger; the model sees the 28x28 "
+                         "image on the right" if self.canvas is not None
+                         else "pick or upload a digit")
 
     # ------------------------------------------------------------------ building
     def _sync_pad(self) -> None:
