@@ -26,6 +26,7 @@ _LAZY = {
     "GrpcClient": "tfserve_magic.grpc_client",
     "ServingError": "tfserve_magic.client",
     "Prediction": "tfserve_magic.client",
+    "quiet_tensorflow": "tfserve_magic.quiet",
 }
 _SUBMODULES = {"datasets", "widgets", "export", "manager", "client", "magics", "server"}
 
