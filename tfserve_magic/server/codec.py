@@ -224,10 +224,49 @@ def _maybe_too_big(body: bytes) -> bool:
     return bool((digits[0] & digits[1] & digits[2]).any())
 
 
+# Deeper documents are refused before any tier parses them: a valid request is at most about
+# 257 levels deep (TensorShape's 254 dimensions, the batch list, the object, a b64 object), and
+# the exact tier (pure Python) would otherwise spend seconds on megabytes of "[[[[".
+MAX_DEPTH = 300
+# numpy's limit on dimensions (TF allows 254; such tensors cannot be built here).
+MAX_DIMS = 64
+_DEPTH_CHUNK = 1 << 20
+
+
+def _check_depth(body: bytes) -> None:
+    """Raise CodecError if `body` nests arrays/objects deeper than MAX_DEPTH (strings ignored).
+
+    Linear numpy passes over the bytes, in 1 MiB chunks to bound the temporaries.
+    """
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return
+    text = body
+    if b"\\" in text:  # neutralise escapes so only real string delimiters stay quotes
+        text = text.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+    depth, in_string = 0, 0
+    for start in range(0, len(text), _DEPTH_CHUNK):
+        a = np.frombuffer(text, dtype=np.uint8, count=min(_DEPTH_CHUNK, len(text) - start),
+                          offset=start)
+        quotes = np.cumsum(a == 34, dtype=np.int32)
+        outside = ((quotes + in_string) & 1) == 0
+        step = (((a == 91) | (a == 123)).astype(np.int32) - ((a == 93) | (a == 125))) * outside
+        levels = np.cumsum(step, dtype=np.int64) + depth
+        if len(levels) and levels.max() > MAX_DEPTH:
+            offset = start + int(np.argmax(levels > MAX_DEPTH))
+            raise CodecError(
+                f"JSON Parse error: The document nests arrays and objects more than {MAX_DEPTH} "
+                f"levels deep (tensors have at most 254 dimensions) at offset: {offset}"
+            )
+        if len(levels):
+            depth = int(levels[-1])
+            in_string = (in_string + int(quotes[-1])) & 1
+
+
 def _parse_document(body: bytes):
     """Parse like RapidJSON; returns (doc, tier). Raises CodecError for parse errors."""
     if not body:
         raise CodecError("JSON Parse error: The document is empty")
+    _check_depth(body)
     # orjson is strict (no NaN, nothing after the value, valid UTF-8, no lone surrogates, no
     # overflow) but keeps the last duplicate key. With one object and no escapes, every ':' is
     # a member separator or inside a string, so as many ':' as members proves no duplicates.
@@ -298,7 +337,7 @@ def decode_predict(req: PredictBody, specs: dict) -> tuple[dict, bool]:
             f"Failed to get input map for signature: {req.signature_name or 'DEFAULT'}"
         )
     inputs = {name: _dtype_info(spec[1]) for name, spec in specs.items()}
-    if req.fast is not None and len(inputs) == 1:
+    if req.fast is not None and len(inputs) == 1 and len(req.fast.shape) <= MAX_DIMS:
         (name, info), = inputs.items()
         if info.kind in ("float", "int"):
             tensor = req.fast.to_array(info.np)
@@ -668,6 +707,11 @@ def _leaf_converter(info: _DType, ctx: _Context):
 
 
 def _build(flat: list, shape: tuple, info: _DType) -> np.ndarray:
+    if len(shape) > MAX_DIMS:
+        raise CodecError(
+            f"Tensors with more than {MAX_DIMS} dimensions are not supported by this server "
+            f"(got {len(shape)})"
+        )
     if info.kind == "string":
         arr = np.empty(len(flat), dtype=object)
         arr[:] = flat
