@@ -230,13 +230,15 @@ def _maybe_too_big(body: bytes) -> bool:
 MAX_DEPTH = 300
 # numpy's limit on dimensions (TF allows 254; such tensors cannot be built here).
 MAX_DIMS = 64
+_STRUCTURE_ONLY = bytes(c for c in range(256) if c not in b'[]{}"')  # bytes.translate's delete
+_STRUCTURAL = np.frombuffer(b'[]{}"', dtype=np.uint8)
 _DEPTH_CHUNK = 1 << 20
 
 
 def _check_depth(body: bytes) -> None:
     """Raise CodecError if `body` nests arrays/objects deeper than MAX_DEPTH (strings ignored).
 
-    Linear numpy passes over the bytes, in 1 MiB chunks to bound the temporaries.
+    ``bytes.translate`` keeps only brackets and quotes (one C pass); numpy does the rest.
     """
     if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
         return
@@ -244,22 +246,23 @@ def _check_depth(body: bytes) -> None:
     if b"\\" in text:  # neutralise escapes so only real string delimiters stay quotes
         text = text.replace(b"\\\\", b"__").replace(b'\\"', b"__")
     depth, in_string = 0, 0
-    for start in range(0, len(text), _DEPTH_CHUNK):
-        a = np.frombuffer(text, dtype=np.uint8, count=min(_DEPTH_CHUNK, len(text) - start),
-                          offset=start)
-        quotes = np.cumsum(a == 34, dtype=np.int32)
-        outside = ((quotes + in_string) & 1) == 0
-        step = (((a == 91) | (a == 123)).astype(np.int32) - ((a == 93) | (a == 125))) * outside
-        levels = np.cumsum(step, dtype=np.int64) + depth
-        if len(levels) and levels.max() > MAX_DEPTH:
-            offset = start + int(np.argmax(levels > MAX_DEPTH))
+    for start in range(0, len(text), _DEPTH_CHUNK):  # 1 MiB at a time: early exit, small arrays
+        piece = text[start:start + _DEPTH_CHUNK]
+        kept = np.frombuffer(piece.translate(None, _STRUCTURE_ONLY), dtype=np.uint8)
+        if not len(kept):
+            continue
+        quotes = np.cumsum(kept == 34, dtype=np.int32) + in_string  # a quote toggles strings
+        step = ((kept == 91) | (kept == 123)).astype(np.int32) - ((kept == 93) | (kept == 125))
+        levels = np.cumsum(step * ((quotes & 1) == 0), dtype=np.int32) + depth
+        if levels.max() > MAX_DEPTH:
+            nth = int(np.argmax(levels > MAX_DEPTH))
+            structural = np.isin(np.frombuffer(piece, dtype=np.uint8), _STRUCTURAL)
+            offset = start + int(np.flatnonzero(structural)[nth])
             raise CodecError(
                 f"JSON Parse error: The document nests arrays and objects more than {MAX_DEPTH} "
                 f"levels deep (tensors have at most 254 dimensions) at offset: {offset}"
             )
-        if len(levels):
-            depth = int(levels[-1])
-            in_string = (in_string + int(quotes[-1])) & 1
+        depth, in_string = int(levels[-1]), int(quotes[-1]) & 1
 
 
 def _parse_document(body: bytes):
