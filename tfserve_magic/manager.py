@@ -395,8 +395,11 @@ def _stop_owned_at_exit() -> None:
         path = record.get("owners_path")
         if record.get("owner_pid") != me and me not in owners.read(path):
             continue
-        if path and [p for p in owners.remove(path, me) if p != me and _pid_alive(p)]:
-            continue  # another live process uses it; it stops when the last one exits
+        if path:
+            with _NameLock(record["name"]):  # not while another process adds itself
+                others = [p for p in owners.remove(path, me) if p != me and _pid_alive(p)]
+            if others:
+                continue  # another live process uses it; it stops when the last one exits
         last.append(record)
     _terminate_all(last, timeout=5.0)
 
