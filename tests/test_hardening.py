@@ -501,3 +501,26 @@ def test_reused_server_stops_when_the_reusing_kernel_is_killed_last(half_base, t
                 kernel.wait(10)
         if server_pid and _pid_running(server_pid):
             os.kill(server_pid, 9)
+
+
+def test_request_guard_rules():
+    from tfserve_magic.server.guard import RequestGuard, host_name, is_loopback
+
+    assert host_name("[::1]:8501") == "::1" and host_name("LocalHost.:80") == "localhost"
+    assert is_loopback("127.3.2.1") and is_loopback("::1") and not is_loopback("10.0.0.1")
+    loopback = RequestGuard(bind_host="127.0.0.1")
+    assert loopback.refuse("GET", {b"host": b"example.com"})
+    assert loopback.refuse("GET", {}) is None  # HTTP/1.0 without Host
+    anywhere = RequestGuard(bind_host="0.0.0.0")
+    assert anywhere.refuse("GET", {b"host": b"example.com"}) is None
+    star = RequestGuard(bind_host="localhost", allowed_hosts=["*"])
+    assert star.refuse("GET", {b"host": b"example.com"}) is None
+    post = {b"host": b"127.0.0.1:8501", b"content-type": b"text/plain; charset=utf-8"}
+    assert loopback.refuse("POST", {**post, b"origin": b"https://127.0.0.1:8501"}) is None
+    assert loopback.refuse("POST", {**post, b"origin": b"null"})
+    assert loopback.refuse("POST", {**post, b"sec-fetch-site": b"same-site"})
+    assert loopback.refuse("POST", {**post, b"sec-fetch-site": b"same-origin"}) is None
+    json_post = {**post, b"content-type": b"application/json", b"origin": b"http://evil"}
+    assert loopback.refuse("POST", json_post) is None  # needs a preflight, which fails
+    assert RequestGuard(bind_host="127.0.0.1", cors=True).refuse(
+        "POST", {**post, b"origin": b"http://evil"}) is None

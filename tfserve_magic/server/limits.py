@@ -92,8 +92,10 @@ def protocol_class(limits: Limits, base=None):
             self._tail = b""
             self._head_timer = None
             self._body_timer = None
+            self._awaiting_body = False
             self._last_body = 0.0
             self._idle_since = self.loop.time()
+            self.timeout_keep_alive = self._limits.idle_timeout_s
             if len(self.connections) > self._limits.max_connections and not self._evict_idle():
                 log.warning(
                     "Refusing a connection: %d open, the limit is %d (--rest_api_max_connections)",
@@ -142,12 +144,12 @@ def protocol_class(limits: Limits, base=None):
                 return
             self._idle_since = None
             if self._in_head:
-                if self._head_timer is None:
+                joined = self._tail + data
+                end = joined.find(b"\r\n\r\n")
+                if end < 0 and self._head_timer is None:  # headers still incomplete: time them
                     self._head_timer = self.loop.call_later(
                         self._limits.header_timeout_s, self._timed_out, "header"
                     )
-                joined = self._tail + data
-                end = joined.find(b"\r\n\r\n")
                 self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
                 if self._head_bytes > self._limits.max_header_bytes:
                     self._refuse(431, (
@@ -159,33 +161,32 @@ def protocol_class(limits: Limits, base=None):
             else:
                 self._last_body = self.loop.time()
             super().data_received(data)
+            if self._awaiting_body and self._body_timer is None:  # body incomplete: time it
+                self._last_body = self.loop.time()
+                self._body_timer = self.loop.call_later(
+                    self._limits.body_timeout_s, self._check_body
+                )
 
         def on_headers_complete(self) -> None:
             self._in_head = False
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
-            self._last_body = self.loop.time()
-            self._body_timer = self.loop.call_later(
-                self._limits.body_timeout_s, self._check_body
-            )
+            self._awaiting_body = True
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             if self._body_timer is not None:
                 self._body_timer.cancel()
                 self._body_timer = None
+            self._awaiting_body = False
             self._in_head, self._head_bytes, self._tail = True, 0, b""
             super().on_message_complete()
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
+            super().on_response_complete()  # arms uvicorn's keep-alive (= idle) timer
             if not self.pipeline and not self.transport.is_closing():
                 self._idle_since = self.loop.time()
-                self._unset_keepalive_if_required()
-                self.timeout_keep_alive_task = self.loop.call_later(
-                    self._limits.idle_timeout_s, self.timeout_keep_alive_handler
-                )
 
         def timeout_keep_alive_handler(self) -> None:
             self._idle_since = None
