@@ -233,6 +233,8 @@ MAX_DIMS = 64
 _STRUCTURE_ONLY = bytes(c for c in range(256) if c not in b'[]{}"')  # bytes.translate's delete
 _STRUCTURAL = np.frombuffer(b'[]{}"', dtype=np.uint8)
 _DEPTH_CHUNK = 1 << 20
+# Above this, values are checked for strings before np.array converts them (see _fast_convert).
+_LARGE_BODY_BYTES = 1 << 20
 
 
 def _check_depth(body: bytes) -> None:
@@ -390,12 +392,13 @@ def _decode_dom(req: PredictBody, inputs: dict) -> tuple[dict, bool]:
 class _Context:
     """What the converters need to know about the document's origin."""
 
-    __slots__ = ("from_json_tier", "_body", "_bools")
+    __slots__ = ("from_json_tier", "_body", "_bools", "large")
 
     def __init__(self, path: str, body: bytes):
         self.from_json_tier = path != "exact"  # json/orjson: an inf may be an overflow
         self._body = body
         self._bools = None
+        self.large = len(body) > _LARGE_BODY_BYTES
 
     @property
     def may_have_bools(self) -> bool:
@@ -574,6 +577,8 @@ def _fast_convert(val, info: _DType, ctx: _Context) -> np.ndarray | None:
         return None
     if info.kind != "bool" and ctx.may_have_bools:
         return None  # np.array would quietly turn true/false into numbers
+    if ctx.large and not _only_numbers(val):
+        return None  # np.array would build a string array first: seconds, holding the GIL
     try:
         arr = np.array(val)
     except (ValueError, TypeError, OverflowError):
@@ -596,6 +601,14 @@ def _fast_convert(val, info: _DType, ctx: _Context) -> np.ndarray | None:
         return arr.astype(info.np)
     with np.errstate(over="ignore"):
         return arr.astype(np.float64).astype(info.np)  # RapidJSON: int -> double -> float
+
+
+def _only_numbers(val) -> bool:
+    """Whether a nest holds nothing but numbers (and bools): one C pass through orjson."""
+    try:
+        return b'"' not in orjson.dumps(val)
+    except (TypeError, orjson.JSONEncodeError):  # bytes, JObj, integers beyond 64 bits
+        return False
 
 
 def _has_overflow(val) -> bool:
