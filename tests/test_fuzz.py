@@ -49,6 +49,7 @@ _PATHS = [
     "/v1/models/strings:predict", "/v1/models/half:classify", "/v1/models/half:regress",
     "/v1/models/half/versions/99999999999999999999999:predict", "/v1/models/nope:predict",
     "/v1/models/half/versions/-1:predict", "/v1/models/%ZZ:predict",
+    "/v1/models/half/versions/" + "9" * 5000 + ":predict",
 ]
 _TYPES = [None, "application/json", "text/plain", "application/octet-stream"]
 
@@ -69,9 +70,10 @@ def _mutate(rng: random.Random, body: bytes) -> bytes:
             data[at:at] = data[at:end]
         elif kind == 4:  # truncate
             del data[at:]
-        elif kind == 5:  # wrap the payload in more nesting
-            depth = rng.choice([2, 70, 300, 301, 5000])
-            data = bytearray(b'{"instances": ' + b"[" * depth + bytes(data) + b"]" * depth + b"}")
+        elif kind == 5:  # wrap the payload, or a number, in more nesting
+            depth = rng.choice([2, 65, 70, 254, 300, 301, 5000])
+            inner = bytes(data) if rng.random() < 0.5 else b"1.5"
+            data = bytearray(b'{"instances": ' + b"[" * depth + inner + b"]" * depth + b"}")
         elif kind == 6:  # repeat the whole body (trailing values, huge arrays)
             data = data * rng.choice([2, 3, 50])
         else:  # swap in another seed's piece
@@ -130,12 +132,12 @@ def test_fuzzed_requests_never_get_5xx_or_stall(fuzz_server):
         try:
             response = session.post(url + path, data=body, headers=headers, timeout=STALL_S)
         except requests.RequestException as exc:
-            failures.append(f"case {index} (seed {SEED}) {path}: {type(exc).__name__}: {exc}")
+            failures.append(f"case {index} (seed {SEED}) {path[:100]}: {type(exc).__name__}: {exc}")
             session = requests.Session()
             continue
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
         if response.status_code >= 500 or time.monotonic() - started >= STALL_S:
-            failures.append(f"case {index} (seed {SEED}) {path} {body[:120]!r}: "
+            failures.append(f"case {index} (seed {SEED}) {path[:100]} {body[:120]!r}: "
                             f"{response.status_code} {response.text[:300]}")
         elif response.status_code != 200:  # TF Serving echoes request bytes, valid UTF-8 or not
             text = response.content.decode("utf-8", "replace")
