@@ -426,10 +426,12 @@ def test_project_clients_pass_the_checks(server, tmp_path):
 _KERNEL = textwrap.dedent("""
     import json, sys
     from tfserve_magic import manager
-    handle = manager.start("dup", sys.argv[1], port=0, timeout=120)
-    print(json.dumps({"reused": handle.reused, "pid": handle.pid, "url": handle.url,
-                      "summary": handle.summary()}), flush=True)
-    sys.stdin.readline()  # a kernel at work until told to exit normally
+    while True:
+        handle = manager.start("dup", sys.argv[1], port=0, timeout=120)
+        print(json.dumps({"reused": handle.reused, "pid": handle.pid, "url": handle.url,
+                          "summary": handle.summary()}), flush=True)
+        if sys.stdin.readline().strip() != "again":  # a kernel at work until told to exit
+            break
 """)
 
 
@@ -468,6 +470,10 @@ def test_reused_server_outlives_the_kernel_that_started_it(half_base, tmp_path):
         time.sleep(3)  # the parent watch polls twice a second; it had time to act
         assert _pid_running(server_pid)
         assert _predict(reused["url"], [2.0], model="dup").json() == {"predictions": [3.0]}
+        b.stdin.write("again\n")  # B re-runs its start cell: the same server, not a restart
+        b.stdin.flush()
+        again = json.loads(b.stdout.readline())
+        assert again["reused"] and again["pid"] == server_pid
         b.communicate("\n", timeout=60)  # the last user exits: the server goes with it
         assert _until(lambda: not _pid_running(server_pid), 20), "server outlived its owners"
     finally:

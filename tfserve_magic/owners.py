@@ -56,4 +56,4 @@ def remove(path, pid: int) -> list[int]:
 
 def live_owners(path, alive: Callable[[int], bool], exclude: int = 0) -> list[int]:
     """The listed pids that still run (``exclude`` left out)."""
-    return [pid for pid in read(path) if pid != exclude and pid != os.getpid() and alive(pid)]
+    return [pid for pid in read(path) if pid != exclude and alive(pid)]
