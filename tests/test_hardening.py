@@ -350,6 +350,14 @@ def test_version_with_thousands_of_digits_is_400(server):
     assert response.json() == {"predictions": [3.0]}
 
 
+def test_invalid_utf8_feature_name_is_400(server):
+    """Found by the fuzz test (seed 99): protobuf refuses such map keys; it was a 500."""
+    body = b'{"examples": [{"x\xff": 1.0}]}'
+    response = requests.post(f"{server.url}/v1/models/half:classify", data=body, timeout=30)
+    assert response.status_code == 400
+    assert "not valid UTF-8" in response.json()["error"]
+
+
 # ---- 9. Host header and cross-site POSTs ----
 
 

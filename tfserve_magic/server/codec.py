@@ -1122,7 +1122,10 @@ def _make_example(val, example_pb2):
         values = []
         for v in content if isinstance(content, list) else [content]:
             kind = _feature_value(name, v, kind, values)
-        feature = features[name]
+        try:
+            feature = features[name]
+        except (UnicodeEncodeError, ValueError):  # protobuf keys must be valid UTF-8
+            raise CodecError(f"Feature name is not valid UTF-8: {name!r}") from None
         feature.Clear()
         if kind == "bytes":
             feature.bytes_list.value.extend(values)
