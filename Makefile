@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: venv test lint demo bench binder-check clean
+.PHONY: venv test lint fuzz demo bench binder-check clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,12 @@ lint: venv
 
 test: venv lint
 	$(BIN)/python -m pytest -q tests
+
+# Long fuzz run of the REST API (tests/test_fuzz.py); FUZZ_CASES / FUZZ_SEED to change it.
+FUZZ_CASES ?= 100000
+FUZZ_SEED ?= $(shell date +%s)
+fuzz: venv
+	TFSERVE_FUZZ_CASES=$(FUZZ_CASES) TFSERVE_FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 demo: venv
 	$(BIN)/python -m tfserve_magic.demo

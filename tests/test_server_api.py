@@ -320,7 +320,7 @@ def test_model_errors_and_dropped_clients_do_not_disturb_concurrent_requests(api
                         f"{api.url}/v1/models/half:predict", data=b"{", timeout=30), 400)
                 else:
                     with socket.create_connection((api.info["host"], api.port), 5) as sock:
-                        sock.sendall(b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\n"
+                        sock.sendall(b"POST /v1/models/half:predict HTTP/1.1\r\nHost: localhost\r\n"
                                      b"Content-Length: 50\r\n\r\n{\"instances\"")
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
@@ -459,7 +459,7 @@ def test_client_disconnect_mid_body_costs_nothing(api):
     for _ in range(3):
         with socket.create_connection((api.info["host"], api.port), timeout=5) as sock:
             sock.sendall(
-                b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\n"
+                b"POST /v1/models/half:predict HTTP/1.1\r\nHost: localhost\r\n"
                 b"Content-Length: 100000\r\n\r\n" + b'{"instances": [1.0,'
             )
     assert ok_json(post(api, "/v1/models/half:predict", {"instances": [1.0]}))
@@ -487,7 +487,7 @@ def test_what_real_clients_send(api):
     form = post(api, "/v1/models/half/versions/1:predict", body,
                 headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert ok_json(form) == {"predictions": [2.5, 3.0, 4.5]}
-    head = (b"POST /v1/models/half/versions/1:predict HTTP/1.1\r\nHost: x\r\n"
+    head = (b"POST /v1/models/half/versions/1:predict HTTP/1.1\r\nHost: localhost\r\n"
             b"Connection: close\r\n")
     reply = _raw_exchange(api, head + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n"
                           % len(body), then=body)

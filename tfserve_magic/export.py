@@ -44,6 +44,10 @@ class ExportError(ValueError):
     """An export that cannot be done or did not verify; the message says how to fix it."""
 
 
+class ServedVersionWarning(UserWarning):
+    """An export replaced a version that a running server has loaded (it keeps the old one)."""
+
+
 # --------------------------------------------------------------------------- result
 
 
@@ -61,6 +65,8 @@ class ExportResult:
     # signature name -> largest |live - loaded| over the probe batches (float outputs)
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     probe: str = ""
+    # e.g. "version 1 ... is being served by MLP ..." (also issued as a ServedVersionWarning)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def server_command(self) -> str:
@@ -101,6 +107,7 @@ class ExportResult:
                 "Serve it with:",
                 f"  {self.server_command}",
                 f"  or: {self.magic_command}",
+                *(f"Warning: {w}" for w in self.warnings),
             ]
         )
 
@@ -113,7 +120,9 @@ class ExportResult:
             f"</code><br><small>{html.escape(self._verdict())}</small>"
             f"{html_table(headers, self._rows())}"
             f"<div>Serve it with:</div><pre>{html.escape(self.server_command)}\n"
-            f"{html.escape(self.magic_command)}</pre></div>"
+            f"{html.escape(self.magic_command)}</pre>"
+            + "".join(f"<div><b>Warning:</b> {html.escape(w)}</div>" for w in self.warnings)
+            + "</div>"
         )
 
 
@@ -815,12 +824,70 @@ def _resolve_base(base_path) -> Path:
     return base
 
 
+_SCRATCH = re.compile(r"^\.(?:tmp-export|replaced)-(\d+)-")
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_scratch(base: Path) -> None:
+    """Remove ``.tmp-export-PID-*`` / ``.replaced-PID-*`` folders whose writer has exited
+    (an export killed half-way); folders of running exports are left alone."""
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = _SCRATCH.match(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not _pid_running(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _serving(base: Path, version: int) -> list[str]:
+    """Names of this user's running servers that have ``version`` of ``base`` loaded."""
+    try:
+        from tfserve_magic import manager
+
+        handles = manager.servers()
+    except Exception:  # noqa: BLE001 - a warning must never break an export
+        return []
+    names = []
+    for handle in handles:
+        same = handle.base_path and Path(handle.base_path).absolute() == base
+        if same and any(version in versions for versions in handle.models.values()):
+            names.append(handle.name)
+    return names
+
+
+def _warn_if_served(base: Path, version: int) -> list[str]:
+    import warnings
+
+    names = _serving(base, version)
+    if not names:
+        return []
+    message = (
+        f"version {version} of {base} is being served by {', '.join(names)}, which keeps "
+        "answering with the model it loaded: a server (like TF Serving) does not reload a "
+        f"version whose files change. Restart it (%tfserve start {names[0]} {base} "
+        "--restart) or export a new version (leave out --version) to serve this model"
+    )
+    warnings.warn(message, ServedVersionWarning, stacklevel=3)
+    return [message]
+
+
 def _install(tmp: Path, target: Path, overwrite: bool) -> None:
     """Rename the verified temporary folder to its version number (the atomic step)."""
     if target.exists():
         if not overwrite:
             raise FileExistsError(str(target))
-        old = target.with_name(f".replaced-{target.name}-{uuid.uuid4().hex[:8]}")
+        old = target.with_name(f".replaced-{os.getpid()}-{target.name}-{uuid.uuid4().hex[:8]}")
         os.rename(target, old)
         try:
             os.rename(tmp, target)
@@ -898,6 +965,7 @@ def export_model(
         base.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create BASE_PATH {base}: {exc.strerror or exc}") from None
+    _remove_stale_scratch(base)
     tmp = base / f".tmp-export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         try:
@@ -915,6 +983,7 @@ def export_model(
         with _quiet():
             described = _describe_saved(tf.saved_model.load(str(tmp)))
         target = base / str(version)
+        replacing = overwrite and target.exists()
         try:
             _install(tmp, target, overwrite)
         except FileExistsError:
@@ -926,6 +995,7 @@ def export_model(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
+    notes = _warn_if_served(base, version) if replacing else []
     probe = ("your sample" if sample is not None else "zeros") + " at batch sizes " + " and ".join(
         str(b) for b in PROBE_BATCH_SIZES
     )
@@ -938,4 +1008,5 @@ def export_model(
         verified=verify,
         max_abs_diff=worst,
         probe=probe,
+        warnings=notes,
     )

@@ -6,7 +6,8 @@ state folder as ``<name>.json``; the embedded server also writes ``<name>.info.j
 its port is bound and its models are loaded. ``start`` waits for that file (or REST readiness
 for the real binary) or for the child's exit, then confirms with the REST status call.
 Servers started here stop when this process exits (atexit), and watch this process's pid so a
-SIGKILLed kernel leaves no orphan; ``detach=True`` opts out of both.
+SIGKILLed kernel leaves no orphan; ``detach=True`` opts out of both. A server reused by another
+process belongs to it too (``owners.py``): it stops when its last owner is gone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfserve_magic import gpu as gpu_policy
+from tfserve_magic import owners
 from tfserve_magic._text import html_table, text_table
 
 # Records, info files and pid checks live in registry (the one home of name lookup).
@@ -132,6 +134,12 @@ class ServerHandle:
         grpc_text = f" and gRPC {self.grpc_target}" if self.grpc_target else ""
         line = f"{self._models_text()} at {self.url}{grpc_text} (pid {self.pid}{extra})"
         if self.reused:
+            if self.owner_pid and self.owner_pid != os.getpid() and not self.detach:
+                return (
+                    f"Reusing {line}, started {_age(self.uptime_s)} ago by another process (pid "
+                    f"{self.owner_pid}) with the same name, base path and options; it now stays "
+                    "until every process using it has exited (--restart starts a fresh one)"
+                )
             return (
                 f"Reusing {line}, started {_age(self.uptime_s)} ago with the same name, base path "
                 "and options (--restart starts a fresh one)"
@@ -262,6 +270,10 @@ class StatusView(dict):
 
 
 # ---------------------------------------------------------------------------- state folder
+def _owners_path(name: str) -> Path:
+    return state_dir() / f"{name}.owners"
+
+
 def _log_path(name: str) -> Path:
     logs_dir = state_dir() / "logs"
     logs_dir.mkdir(mode=0o700, exist_ok=True)
@@ -277,7 +289,9 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _remove_record(record: dict) -> None:
-    for path in (_record_path(record["name"]), Path(record.get("info_path") or "")):
+    paths = (_record_path(record["name"]), Path(record.get("info_path") or ""),
+             Path(record.get("owners_path") or ""))
+    for path in paths:
         if path.name:
             try:
                 path.unlink()
@@ -328,8 +342,20 @@ def _stop_owned_at_exit() -> None:
         records = _all_records()
     except OSError:
         return
-    owned = [r for r in records if r.get("owner_pid") == me and not r.get("detach")]
-    _terminate_all(owned, timeout=5.0)
+    last = []
+    for record in records:
+        if record.get("detach"):
+            continue
+        path = record.get("owners_path")
+        if record.get("owner_pid") != me and me not in owners.read(path):
+            continue
+        if path:
+            with _NameLock(record["name"]):  # not while another process adds itself
+                others = [p for p in owners.remove(path, me) if p != me and _pid_alive(p)]
+            if others:
+                continue  # another live process uses it; it stops when the last one exits
+        last.append(record)
+    _terminate_all(last, timeout=5.0)
 
 
 def _register_atexit() -> None:
@@ -801,9 +827,12 @@ def _launch(
     name = spec.name
     log_path = _log_path(name)
     info_path = _info_path(name)
-    for stale in (info_path,):
+    owners_path = _owners_path(name)
+    for stale in (info_path, owners_path):
         if stale.exists():
             stale.unlink()
+    if not detach:
+        owners.write(owners_path, [os.getpid()])
     models_flags = (
         [f"--model_config_file={spec.served_config}"]
         if spec.served_config
@@ -820,7 +849,7 @@ def _launch(
                 f"--host={host}", f"--info_file={info_path}", f"--workers={workers}"]
         argv.append(f"--port={grpc_port if grpc_port is not None else 0}")  # 0: a free port
         if not detach:
-            argv.append(f"--parent_pid={os.getpid()}")
+            argv += [f"--parent_pid={os.getpid()}", f"--owners_file={owners_path}"]
         expect = ["tfserve_magic"]
         rest_port = None
     else:
@@ -829,7 +858,7 @@ def _launch(
         argv = [spec.binary, f"--port={grpc}", f"--rest_api_port={rest_port}", *models_flags]
         if not detach:  # the real binary cannot watch the kernel: a small supervisor does
             argv = [sys.executable, "-m", "tfserve_magic.manager", "supervise",
-                    str(os.getpid()), "--", *argv]
+                    str(os.getpid()), f"--owners_file={owners_path}", "--", *argv]
         expect = [os.path.basename(spec.binary or MODEL_SERVER_BINARY), "tfserve_magic"]
         grpc_port = grpc
     argv += [*poll_flags, *extra_args]
@@ -859,6 +888,7 @@ def _launch(
         "detach": detach, "backend": spec.backend, "key": spec.key, "host": host,
         "grpc_port": grpc_port, "log_path": str(log_path),
         "info_path": str(info_path) if spec.backend == "python" else None,
+        "owners_path": None if detach else str(owners_path),
         "base_path": spec.base_path, "config": spec.config, "models": spec.models,
         "devices": [gpu_plan.label] if gpu_plan.label != "default devices" else [],
         "expect": expect, "argv": argv, "started": started, "state": "starting",
@@ -937,9 +967,9 @@ def _orphaned(record: dict) -> bool:
     quick "Restart & Run All") would hand the new kernel a server that dies under it.
     """
     owner = int(record.get("owner_pid") or 0)
-    return bool(owner) and not record.get("detach") and owner != os.getpid() and not _pid_alive(
-        owner
-    )
+    if not owner or record.get("detach") or owner == os.getpid() or _pid_alive(owner):
+        return False
+    return not owners.live_owners(record.get("owners_path"), _pid_alive, exclude=owner)
 
 
 def _same_start(old, new: dict, running_port: int) -> bool:
@@ -1095,6 +1125,9 @@ def start_result(
                 same, restart = True, True
             if same and not restart and handle.healthy and all(handle.models.values()):
                 handle.reused = True
+                if existing.get("owners_path") and not existing.get("detach"):
+                    owners.add(existing["owners_path"], os.getpid())  # it is ours too now
+                    _register_atexit()
                 return Reused(handle)
             if not same and not restart:
                 source = existing.get("config") or existing.get("base_path")
@@ -1121,8 +1154,9 @@ def start_result(
 
 
 # ---------------------------------------------------------------------------- supervisor
-def _supervise(parent_pid: int, argv: list[str]) -> int:
-    """Run ``argv`` (a server that cannot watch its parent) and stop it when ``parent_pid`` dies.
+def _supervise(parent_pid: int, argv: list[str], owners_path: str = "") -> int:
+    """Run ``argv`` (a server that cannot watch its parent) and stop it when ``parent_pid`` and
+    every other owner listed in ``owners_path`` are gone.
 
     Used for ``tensorflow_model_server``; SIGTERM/SIGINT are forwarded to the server.
     """
@@ -1140,6 +1174,10 @@ def _supervise(parent_pid: int, argv: list[str]) -> int:
         except subprocess.TimeoutExpired:
             pass
         if not _pid_alive(parent_pid):
+            others = owners.live_owners(owners_path, _pid_alive, exclude=parent_pid)
+            if others:
+                parent_pid = others[0]
+                continue
             child.terminate()
             try:
                 return child.wait(timeout=10)
@@ -1150,7 +1188,11 @@ def _supervise(parent_pid: int, argv: list[str]) -> int:
 
 if __name__ == "__main__":
     # python -m tfserve_magic.manager supervise PARENT_PID -- ARGV...
-    if len(sys.argv) >= 4 and sys.argv[1] == "supervise" and sys.argv[3] == "--":
-        raise SystemExit(_supervise(int(sys.argv[2]), sys.argv[4:]))
+    args = sys.argv[1:]
+    owners_arg = ""
+    if len(args) >= 3 and args[2].startswith("--owners_file="):
+        owners_arg = args.pop(2).partition("=")[2]
+    if len(args) >= 3 and args[0] == "supervise" and args[2] == "--":
+        raise SystemExit(_supervise(int(args[1]), args[3:], owners_arg))
     print("usage: python -m tfserve_magic.manager supervise PARENT_PID -- COMMAND...", file=sys.stderr)
     raise SystemExit(2)

@@ -3,7 +3,8 @@
 A raw ASGI callable (no framework): every request costs one regex match and a dict lookup
 before the codec runs. Model calls whose measured cost is small run inline on the event loop
 (decoding holds the GIL anyway, so a pool adds no parallelism); longer ones go to a thread pool
-so status and metadata requests are not stuck behind them (docs/design.md).
+so status and metadata requests are not stuck behind them (docs/design.md). Bodies larger than
+``inline_body_bytes`` are parsed and decoded on a separate thread for the same reason.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ _GET = re.compile(
     re.IGNORECASE,
 )
 _INT64_MAX = 2**63 - 1
+# Bodies up to this size are parsed on the event loop (worst case, the exact tier, ~40 ms);
+# larger ones, gzip bodies and large outputs are handled on the decode threads.
+INLINE_BODY_BYTES = 32 * 1024
+_INLINE_OUTPUT_ELEMENTS = 16 * 1024
 
 # libevent's built-in error page for paths outside /v1/.
 _HTML_404 = (
@@ -66,6 +71,8 @@ class ServingApp:
         max_body_bytes: int = 1 << 30,
         executor=None,
         inline_budget_s: float = 0.005,
+        guard=None,
+        inline_body_bytes: int = INLINE_BODY_BYTES,
     ):
         self.manager = manager
         self.metrics = metrics
@@ -76,6 +83,9 @@ class ServingApp:
         self.max_body_bytes = max_body_bytes
         self.executor = executor
         self.inline_budget_s = inline_budget_s
+        self.guard = guard  # a guard.RequestGuard (Host and cross-site checks), or None
+        self.inline_body_bytes = inline_body_bytes
+        self._decoder = None  # ThreadPoolExecutor for large bodies, made on first use
 
     # ---- ASGI ----
 
@@ -91,6 +101,12 @@ class ServingApp:
         if scope.get("query_string"):
             uri += "?" + scope["query_string"].decode("latin-1")
         method = scope["method"]
+        if self.guard is not None:
+            refused = self.guard.refuse(method, dict(scope["headers"]))
+            if refused is not None:
+                self._record("", "PERMISSION_DENIED", "", started)
+                await _respond(send, 403, codec.encode_error(refused), _JSON)
+                return
         if self.monitoring_path is not None and scope["path"] == self.monitoring_path:
             body = self.metrics.render().encode("utf-8") if self.metrics else b""
             await _respond(send, 200, body, b"text/plain")  # as TF Serving
@@ -184,21 +200,40 @@ class ServingApp:
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         # TF Serving gunzips when Content-Encoding *contains* "gzip" ("x-gzip", "gzip, br").
         if b"gzip" in headers.get(b"content-encoding", b"").lower():
-            body = _gunzip(body, limit)
+            body = await self._offload(True, _gunzip, body, limit)
         return body
+
+    async def _offload(self, off_loop: bool, fn, *args):
+        """``fn(*args)``, on a decode thread when ``off_loop`` (so the loop keeps answering)."""
+        if not off_loop:
+            return fn(*args)
+        if self._decoder is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+        return await asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
 
     # ---- verbs ----
 
-    async def _predict(self, name, version, label, body: bytes) -> bytes:
+    def _decode_predict(self, name, version, label, body: bytes):
         request = codec.parse_predict(body)  # steps 1-2
         servable = self.manager.resolve(name, version, label)  # step 3
         signature = servable.signature(request.signature_name)
         tensors, row = codec.decode_predict(request, signature.specs)  # steps 4-5
+        return servable, signature, tensors, row
+
+    async def _predict(self, name, version, label, body: bytes) -> bytes:
+        large = len(body) > self.inline_body_bytes
+        servable, signature, tensors, row = await self._offload(
+            large, self._decode_predict, name, version, label, body
+        )
         outputs = await self._run(servable, signature, tensors, api="predict")  # step 6
-        return codec.encode_predict(outputs, row)  # step 7
+        large = sum(int(np.size(v)) for v in outputs.values()) > _INLINE_OUTPUT_ELEMENTS
+        return await self._offload(large, codec.encode_predict, outputs, row)  # step 7
 
     async def _classify_regress(self, api, name, version, label, body: bytes) -> bytes:
-        request = codec.parse_examples(body, api)
+        large = len(body) > self.inline_body_bytes
+        request = await self._offload(large, codec.parse_examples, body, api)
         servable = self.manager.resolve(name, version, label)
         signature = servable.example_signature(request.signature_name, api)
         serialized = inference.example_tensor(request.serialized)
@@ -244,7 +279,8 @@ def _proto_style_json(value: dict) -> bytes:
 def _version(text: str | None) -> int | None:
     if text is None:
         return None
-    value = int(text)
+    # Python refuses int() of more than 4,300 digits; anything over 19 is beyond int64 anyway.
+    value = int(text) if len(text.lstrip("0")) <= 19 else _INT64_MAX + 1
     if value > _INT64_MAX:
         raise invalid(f"Failed to convert version: {text} to numeric.")
     return value

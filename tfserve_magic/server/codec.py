@@ -224,10 +224,54 @@ def _maybe_too_big(body: bytes) -> bool:
     return bool((digits[0] & digits[1] & digits[2]).any())
 
 
+# Deeper documents are refused before any tier parses them: a valid request is at most about
+# 257 levels deep (TensorShape's 254 dimensions, the batch list, the object, a b64 object), and
+# the exact tier (pure Python) would otherwise spend seconds on megabytes of "[[[[".
+MAX_DEPTH = 300
+# numpy's limit on dimensions (TF allows 254; such tensors cannot be built here).
+MAX_DIMS = 64
+_STRUCTURE_ONLY = bytes(c for c in range(256) if c not in b'[]{}"')  # bytes.translate's delete
+_STRUCTURAL = np.frombuffer(b'[]{}"', dtype=np.uint8)
+_DEPTH_CHUNK = 1 << 20
+# Above this, values are checked for strings before np.array converts them (see _fast_convert).
+_LARGE_BODY_BYTES = 1 << 20
+
+
+def _check_depth(body: bytes) -> None:
+    """Raise CodecError if `body` nests arrays/objects deeper than MAX_DEPTH (strings ignored).
+
+    ``bytes.translate`` keeps only brackets and quotes (one C pass); numpy does the rest.
+    """
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return
+    text = body
+    if b"\\" in text:  # neutralise escapes so only real string delimiters stay quotes
+        text = text.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+    depth, in_string = 0, 0
+    for start in range(0, len(text), _DEPTH_CHUNK):  # 1 MiB at a time: early exit, small arrays
+        piece = text[start:start + _DEPTH_CHUNK]
+        kept = np.frombuffer(piece.translate(None, _STRUCTURE_ONLY), dtype=np.uint8)
+        if not len(kept):
+            continue
+        quotes = np.cumsum(kept == 34, dtype=np.int32) + in_string  # a quote toggles strings
+        step = ((kept == 91) | (kept == 123)).astype(np.int32) - ((kept == 93) | (kept == 125))
+        levels = np.cumsum(step * ((quotes & 1) == 0), dtype=np.int32) + depth
+        if levels.max() > MAX_DEPTH:
+            nth = int(np.argmax(levels > MAX_DEPTH))
+            structural = np.isin(np.frombuffer(piece, dtype=np.uint8), _STRUCTURAL)
+            offset = start + int(np.flatnonzero(structural)[nth])
+            raise CodecError(
+                f"JSON Parse error: The document nests arrays and objects more than {MAX_DEPTH} "
+                f"levels deep (tensors have at most 254 dimensions) at offset: {offset}"
+            )
+        depth, in_string = int(levels[-1]), int(quotes[-1]) & 1
+
+
 def _parse_document(body: bytes):
     """Parse like RapidJSON; returns (doc, tier). Raises CodecError for parse errors."""
     if not body:
         raise CodecError("JSON Parse error: The document is empty")
+    _check_depth(body)
     # orjson is strict (no NaN, nothing after the value, valid UTF-8, no lone surrogates, no
     # overflow) but keeps the last duplicate key. With one object and no escapes, every ':' is
     # a member separator or inside a string, so as many ':' as members proves no duplicates.
@@ -298,7 +342,7 @@ def decode_predict(req: PredictBody, specs: dict) -> tuple[dict, bool]:
             f"Failed to get input map for signature: {req.signature_name or 'DEFAULT'}"
         )
     inputs = {name: _dtype_info(spec[1]) for name, spec in specs.items()}
-    if req.fast is not None and len(inputs) == 1:
+    if req.fast is not None and len(inputs) == 1 and len(req.fast.shape) <= MAX_DIMS:
         (name, info), = inputs.items()
         if info.kind in ("float", "int"):
             tensor = req.fast.to_array(info.np)
@@ -348,12 +392,13 @@ def _decode_dom(req: PredictBody, inputs: dict) -> tuple[dict, bool]:
 class _Context:
     """What the converters need to know about the document's origin."""
 
-    __slots__ = ("from_json_tier", "_body", "_bools")
+    __slots__ = ("from_json_tier", "_body", "_bools", "large")
 
     def __init__(self, path: str, body: bytes):
         self.from_json_tier = path != "exact"  # json/orjson: an inf may be an overflow
         self._body = body
         self._bools = None
+        self.large = len(body) > _LARGE_BODY_BYTES
 
     @property
     def may_have_bools(self) -> bool:
@@ -532,6 +577,8 @@ def _fast_convert(val, info: _DType, ctx: _Context) -> np.ndarray | None:
         return None
     if info.kind != "bool" and ctx.may_have_bools:
         return None  # np.array would quietly turn true/false into numbers
+    if ctx.large and not _only_numbers(val):
+        return None  # np.array would build a string array first: seconds, holding the GIL
     try:
         arr = np.array(val)
     except (ValueError, TypeError, OverflowError):
@@ -554,6 +601,14 @@ def _fast_convert(val, info: _DType, ctx: _Context) -> np.ndarray | None:
         return arr.astype(info.np)
     with np.errstate(over="ignore"):
         return arr.astype(np.float64).astype(info.np)  # RapidJSON: int -> double -> float
+
+
+def _only_numbers(val) -> bool:
+    """Whether a nest holds nothing but numbers (and bools): one C pass through orjson."""
+    try:
+        return b'"' not in orjson.dumps(val)
+    except (TypeError, orjson.JSONEncodeError):  # bytes, JObj, integers beyond 64 bits
+        return False
 
 
 def _has_overflow(val) -> bool:
@@ -668,6 +723,11 @@ def _leaf_converter(info: _DType, ctx: _Context):
 
 
 def _build(flat: list, shape: tuple, info: _DType) -> np.ndarray:
+    if len(shape) > MAX_DIMS:
+        raise CodecError(
+            f"Tensors with more than {MAX_DIMS} dimensions are not supported by this server "
+            f"(got {len(shape)})"
+        )
     if info.kind == "string":
         arr = np.empty(len(flat), dtype=object)
         arr[:] = flat
@@ -1062,7 +1122,10 @@ def _make_example(val, example_pb2):
         values = []
         for v in content if isinstance(content, list) else [content]:
             kind = _feature_value(name, v, kind, values)
-        feature = features[name]
+        try:
+            feature = features[name]
+        except (UnicodeEncodeError, ValueError):  # protobuf keys must be valid UTF-8
+            raise CodecError(f"Feature name is not valid UTF-8: {name!r}") from None
         feature.Clear()
         if kind == "bytes":
             feature.bytes_list.value.extend(values)

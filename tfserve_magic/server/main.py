@@ -82,11 +82,25 @@ FLAGS: dict[str, Flag] = {
         str, "auto", "server processes sharing the port: N, or auto (one per usable core, "
         "as many as the memory holds); see server/workers.py"
     ),
+    # Hardening (docs/compatibility.md, "Limits"); implemented in limits.py and guard.py.
+    "owners_file": Flag(
+        str, "", "with --parent_pid: also stay while a pid listed in this file lives"
+    ),
+    "rest_api_max_header_bytes": Flag(int, 64 * 1024, "largest request header block (431)"),
+    "rest_api_header_timeout_seconds": Flag(float, 30, "time to send a request's headers (408)"),
+    "rest_api_body_timeout_seconds": Flag(float, 60, "longest pause inside a request body (408)"),
+    "rest_api_idle_timeout_seconds": Flag(float, 75, "close connections idle this long"),
+    "rest_api_max_connections": Flag(
+        int, 0, "open connections (503 beyond; 0: the descriptor limit minus a reserve)"
+    ),
+    "rest_api_allowed_hosts": Flag(
+        str, "", "extra Host names answered when bound to loopback (comma-separated; * any)"
+    ),
 }
-OUR_FLAGS = (
-    "host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_file", "parent_pid",
-    "workers",
-)
+OUR_FLAGS = ("host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_file", "parent_pid",
+             "workers", "owners_file", "rest_api_max_header_bytes",
+             "rest_api_header_timeout_seconds", "rest_api_body_timeout_seconds",
+             "rest_api_idle_timeout_seconds", "rest_api_max_connections", "rest_api_allowed_hosts")
 
 # tensorflow_model_server flags this server refuses by name rather than silently ignoring.
 UNSUPPORTED = {
@@ -223,6 +237,12 @@ def _check(flags: dict) -> None:
         parse_workers(flags["workers"])
     except ValueError as exc:
         raise FlagError(str(exc)) from None
+    for name in ("rest_api_max_header_bytes", "rest_api_header_timeout_seconds",
+                 "rest_api_body_timeout_seconds", "rest_api_idle_timeout_seconds"):
+        if flags[name] <= 0:
+            raise FlagError(f"--{name} must be positive")
+    if flags["rest_api_max_connections"] < 0:
+        raise FlagError("--rest_api_max_connections must be 0 (automatic) or positive")
 
 
 # ---- logging in TF Serving's style: "2026-11-24 06:00:00.123456: I file.py:12] message" ----
@@ -341,13 +361,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _watch_parent(pid: int, on_gone) -> None:
-    """Call ``on_gone`` once ``pid`` has exited (a daemon thread polling twice a second)."""
+def _watch_parent(pid: int, on_gone, owners_file: str = "") -> None:
+    """Call ``on_gone`` once ``pid`` has exited (a daemon thread polling twice a second), and
+    every other owner listed in ``owners_file`` (kernels reusing this server) too."""
+    from tfserve_magic import owners
+
     was_parent = os.getppid() == pid
 
     def watch():
+        nonlocal pid, was_parent
         while True:
             if not _pid_alive(pid) or (was_parent and os.getppid() != pid):
+                others = owners.live_owners(owners_file, _pid_alive, exclude=pid)
+                if others:
+                    log.info("Owner %d is gone; staying for owner(s) %s", pid, others)
+                    pid, was_parent = others[0], False
+                    continue
                 log.info("Parent process %d is gone; shutting down", pid)
                 on_gone()
                 return
@@ -428,7 +457,8 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
     from tfserve_magic.server import config as cfg
 
     if flags["parent_pid"]:
-        _watch_parent(flags["parent_pid"], lambda: os.kill(os.getpid(), signal.SIGTERM))
+        _watch_parent(flags["parent_pid"], lambda: os.kill(os.getpid(), signal.SIGTERM),
+                      flags["owners_file"])
     try:
         if flags["model_config_file"]:
             specs = cfg.parse_model_config(flags["model_config_file"])
@@ -535,7 +565,9 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
 
     import uvicorn
 
+    from tfserve_magic.server import limits as conn_limits
     from tfserve_magic.server.app import ServingApp
+    from tfserve_magic.server.guard import RequestGuard
 
     batcher = None
     if batching is not None:
@@ -564,6 +596,10 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
         timeout_s=flags["rest_api_timeout_in_ms"] / 1000.0,
         max_body_bytes=flags["rest_api_max_body_bytes"],
         executor=executor,
+        guard=RequestGuard(
+            bind_host=flags["host"], allowed_hosts=flags["rest_api_allowed_hosts"].split(","),
+            cors=flags["rest_api_enable_cors_support"],
+        ),
     )
     try:
         import uvloop
@@ -581,16 +617,28 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
         http = "httptools"
     except ImportError:  # pragma: no cover - a platform without its wheel
         http = "h11"
+    auto_connections = conn_limits.default_max_connections()
+    limits = conn_limits.Limits(
+        max_header_bytes=flags["rest_api_max_header_bytes"],
+        header_timeout_s=flags["rest_api_header_timeout_seconds"],
+        body_timeout_s=flags["rest_api_body_timeout_seconds"],
+        idle_timeout_s=flags["rest_api_idle_timeout_seconds"],
+        max_connections=min(flags["rest_api_max_connections"] or auto_connections,
+                            auto_connections),
+    )
+    log.info("Connection limits: %d connections, %d header bytes", limits.max_connections,
+             limits.max_header_bytes)
     config = uvicorn.Config(
         app,
         loop="none",
-        http=http,
+        http=conn_limits.protocol_class(limits) if http == "httptools" else http,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
         lifespan="off",
         access_log=False,
         log_level="warning",
         server_header=False,
         proxy_headers=False,  # TF Serving ignores X-Forwarded-*; saves a middleware per request
-        timeout_keep_alive=75,
+        timeout_keep_alive=limits.idle_timeout_s,
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)

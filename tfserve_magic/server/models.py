@@ -167,6 +167,7 @@ class Model:
         self.labels: dict[str, int] = {}
         self.missing_warned = False
         self.retryable: set[int] = set()  # failed versions whose folder went away
+        self.failed_files: dict[int, tuple] = {}  # failed version -> its files when it failed
 
     def _publish(self, available: dict[int, Servable]) -> None:
         self.available = available
@@ -341,10 +342,14 @@ class ModelManager:
                 model.spec.name, base, hint,
             )
         # A failed version stays listed (END + error) and is retried only after its folder
-        # disappeared and came back (a re-export under the same number).
+        # disappeared and came back (a re-export under the same number) or its files changed
+        # (a folder copied in non-atomically failed while half-written).
         for version, state in model.states.items():
-            if version not in on_disk and state.state == "END" and state.error_code != "OK":
-                model.retryable.add(version)
+            if state.state == "END" and state.error_code != "OK":
+                if version not in on_disk:
+                    model.retryable.add(version)
+                elif _files_of(on_disk[version]) != model.failed_files.get(version):
+                    model.retryable.add(version)
         aspired = self._aspired(model, on_disk)
         for version in sorted(aspired, reverse=True):
             state = model.states.get(version)
@@ -365,6 +370,8 @@ class ModelManager:
         state = VersionState(version, "LOADING")
         model.states[version] = state
         log.info("Loading servable version {name: %s version: %d} from %s", name, version, path)
+        files = _files_of(path)  # before loading: a change during the load means a retry
+        model.failed_files.pop(version, None)
         attempt = 0
         while True:
             started = time.perf_counter()
@@ -385,6 +392,7 @@ class ModelManager:
                     continue
                 state.state, state.error_code = "END", _load_error_code(exc)
                 state.error_message = message
+                model.failed_files[version] = files
                 log.error(
                     "Loading servable version {name: %s version: %d} failed: %s",
                     name, version, message,
@@ -568,6 +576,21 @@ def _signature_specs(signature_def) -> dict:
         key: (key, _numpy_dtype(info.dtype), _shape_tuple(info.tensor_shape))
         for key, info in signature_def.inputs.items()
     }
+
+
+def _files_of(path: str) -> tuple:
+    """(relative path, size, mtime) of everything under a version folder: changes when files
+    are added, grow or are rewritten."""
+    entries = []
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            entries.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(entries))
 
 
 # ---- SavedModel proto helpers ----

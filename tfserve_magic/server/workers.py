@@ -367,7 +367,8 @@ def _child_flags(flags: dict, defaults: dict, *, port: int, parent: int,
                  count: int, grpc_port: int = -1) -> list[str]:
     """The command line of a worker: the parent's flags, with the ports and process options
     the parent owns replaced."""
-    own = {"workers", "info_file", "parent_pid", "rest_api_port", "rest_api_port_retries", "port"}
+    own = {"workers", "info_file", "parent_pid", "owners_file", "rest_api_port",
+           "rest_api_port_retries", "port"}
     args = []
     for name, value in flags.items():
         if name in own or value == defaults.get(name):
@@ -474,7 +475,8 @@ class Parent:
         from tfserve_magic.server import main as server_main
 
         if self.flags["parent_pid"]:
-            server_main._watch_parent(self.flags["parent_pid"], self.stopping.set)
+            server_main._watch_parent(self.flags["parent_pid"], self.stopping.set,
+                                      self.flags["owners_file"])
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         try:
