@@ -25,6 +25,8 @@ _LAZY = {
     "Client": "tfserve_magic.client",
     "ServingError": "tfserve_magic.client",
     "Prediction": "tfserve_magic.client",
+    "deploy": "tfserve_magic.deploy",
+    "DeployError": "tfserve_magic.deploy",
 }
 _SUBMODULES = {"datasets", "widgets", "export", "manager", "client", "magics", "server"}
 

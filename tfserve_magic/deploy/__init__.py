@@ -14,6 +14,8 @@ import html
 import json
 import os
 import shutil
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,12 +190,19 @@ def _tree_files(src: Path, rel: str) -> list[str]:
     return sorted(f"{rel}/{p.relative_to(src).as_posix()}" for p in src.rglob("*") if p.is_file())
 
 
-def _old_manifest(out: Path) -> set[str]:
+def _old_manifest(out: Path) -> tuple[set[str], set[str]]:
+    """(files, copied version folders) an earlier run wrote into ``out``."""
     try:
         data = json.loads((out / MANIFEST).read_text())
-        return {str(f) for f in data.get("files", [])}
+        return {str(f) for f in data.get("files", [])}, {str(t) for t in data.get("trees", [])}
     except (OSError, ValueError, AttributeError):
-        return set()
+        return set(), set()
+
+
+def _prune_empty(folder: Path, out: Path) -> None:
+    while folder != out and out in folder.parents and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def _write(out: Path, texts: dict[str, str], copies: dict[str, Path], target: str,
@@ -201,7 +210,7 @@ def _write(out: Path, texts: dict[str, str], copies: dict[str, Path], target: st
     """Write ``texts`` and copy ``copies`` into ``out``; refuse to clobber files not ours."""
     if out.exists() and not out.is_dir():
         raise DeployError(f"--out {out} exists and is not a folder")
-    mine = _old_manifest(out)
+    mine, my_trees = _old_manifest(out)
     new_files = set(texts)
     for rel, src in copies.items():
         new_files.update(_tree_files(src, rel))
@@ -224,6 +233,12 @@ def _write(out: Path, texts: dict[str, str], copies: dict[str, Path], target: st
         stale = out / rel
         if stale.is_file():
             stale.unlink()
+            _prune_empty(stale.parent, out)
+    for rel in sorted(my_trees - set(copies)):  # version folders of an earlier run
+        stale = out / rel
+        if stale.is_dir() and all(f in mine for f in _tree_files(stale, rel)):
+            shutil.rmtree(stale)
+            _prune_empty(stale.parent, out)
     for rel, src in copies.items():
         dest = out / rel
         if dest.is_dir():
@@ -243,7 +258,8 @@ def _write(out: Path, texts: dict[str, str], copies: dict[str, Path], target: st
         if rel.endswith(".sh"):
             path.chmod(0o755)
     files = sorted(new_files)
-    (out / MANIFEST).write_text(json.dumps({"format": 1, "target": target, "files": files},
+    (out / MANIFEST).write_text(json.dumps({"format": 1, "target": target, "files": files,
+                                            "trees": sorted(copies)},
                                            indent=1) + "\n")
     return files
 
@@ -281,3 +297,14 @@ def deploy_from_args(args) -> DeployResult:
                   gpu=args.gpu, storage_uri=args.storage_uri, image_tag=args.image_tag,
                   image=args.image, base_image=args.base_image, batching=args.batching,
                   monitoring=args.monitoring, force=args.force)
+
+
+class _CallableModule(types.ModuleType):
+    """``tfm.deploy(...)`` must work even after ``import tfserve_magic.deploy`` bound the
+    package's attribute ``deploy`` to this module: calling the module calls ``deploy()``."""
+
+    def __call__(self, *args, **kwargs) -> DeployResult:
+        return deploy(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

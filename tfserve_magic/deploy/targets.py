@@ -67,7 +67,7 @@ def resources(preflight: Preflight, gpu: bool) -> dict:
     result = {"requests": {"cpu": "1", "memory": f"{mem}Mi"},
               "limits": {"memory": f"{2 * mem}Mi"}}
     if gpu:
-        result["limits"]["nvidia.com/gpu"] = 1
+        result["limits"]["nvidia.com/gpu"] = "1"
     return result
 
 
