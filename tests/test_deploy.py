@@ -413,6 +413,21 @@ def test_multi_model_kubernetes_and_kserve(small_models, tmp_path):
         assert isvc["spec"]["predictor"]["minReplicas"] == 2
         assert isvc["spec"]["predictor"]["maxReplicas"] == 4
     assert isvcs[1]["spec"]["predictor"]["model"]["storageUri"] == "s3://b/p/beta"
+    dropped = [f for f in kserve.preflight.findings if "not carried" in f.text]
+    assert len(dropped) == 1 and dropped[0].text.startswith("alpha:")
+    assert "not carried" in (kserve.out / "README.md").read_text()
+
+
+def test_gpu_compose_reserves_a_gpu():
+    from tfserve_magic.deploy.sources import ModelSource, Plan
+    from tfserve_magic.deploy.targets import Options, compose
+
+    plan = Plan([ModelSource("MLP", Path("/x"), [1])], origin="test")
+    service = yaml.safe_load(compose(plan, Options("docker", "MLP", gpu=True), "img"))
+    devices = service["services"]["mlp"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    plain = yaml.safe_load(compose(plan, Options("docker", "MLP"), "img"))
+    assert "deploy" not in plain["services"]["mlp"]
 
 
 def test_deploy_is_rerunnable_and_prunes_its_own_stale_files(small_models, tmp_path):

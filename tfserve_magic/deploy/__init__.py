@@ -171,6 +171,7 @@ def deploy(name: str | None = None, base_path=None, *, target: str, out, config=
         steps = ([] if storage_uri else [f"docker build -t {built} {out} && docker push {built}"])
         steps += [f"kubectl apply -f {out}/kubernetes.yaml"]
     else:
+        preflight.findings += _kserve_limits(plan, bool(texts.get(f"models/{targets.BATCHING_NAME}")))
         objects = targets.kserve_objects(plan, preflight, opts)
         texts["inferenceservice.yaml"] = targets.yaml_documents(objects)
         texts["README.md"] = readme.kserve_readme(plan, preflight, opts, objects, body is not None)
@@ -183,6 +184,21 @@ def deploy(name: str | None = None, base_path=None, *, target: str, out, config=
     files = _write(Path(out).expanduser(), texts, copies, target, force)
     return DeployResult(target, Path(out).expanduser().absolute(), files, preflight, image_name,
                         command, steps)
+
+
+def _kserve_limits(plan: Plan, batching_file: bool) -> list[Finding]:
+    """What KServe's TensorFlow runtime (one model, newest version, its own flags) drops."""
+    found = []
+    for model in plan.models:
+        if model.labels or len(model.versions) > 1:
+            found.append(Finding(
+                "warning", f"{model.name}: KServe's TensorFlow runtime serves the newest version "
+                "only; versions and labels other than that are not carried",
+                "use --target kubernetes to keep them"))
+    if batching_file:
+        found.append(Finding("warning", "KServe gets --enable_batching only; the batching "
+                             "parameters file is not carried (TF Serving's defaults apply)"))
+    return found
 
 
 # ----------------------------------------------------------------------------- writing

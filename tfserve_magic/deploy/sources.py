@@ -78,7 +78,7 @@ def from_base_path(name: str, base_path) -> Plan:
     versions = numeric_versions(base)
     if not versions:
         raise _no_versions(base)
-    return Plan([ModelSource(name, base, [versions[-1]])], origin=f"{name} from {base}")
+    return Plan([ModelSource(name, base, [versions[-1]])], origin=f"base path {base}")
 
 
 def _versions_for(spec, available: list[int] | None = None) -> list[int]:

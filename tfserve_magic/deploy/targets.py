@@ -330,12 +330,19 @@ def kserve_objects(plan: Plan, preflight: Preflight, opts: Options) -> list[dict
     return objects
 
 
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML: a dict used twice (the pod labels) is written twice, not as an &anchor."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 def _yaml(obj) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
 def yaml_documents(objects: list[dict]) -> str:
-    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
 def quote(text: str) -> str:
