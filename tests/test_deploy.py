@@ -506,12 +506,15 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(tmp_path, small_models):
         (dict(name="bad name", base_path=small_models / "beta", target="docker"), "model name"),
         (dict(name="nosuchserver", target="docker"), "no running server"),
         (dict(name="m", base_path=small_models / "beta", target="docker",
+              out=small_models / "beta" / "1" / "deploy"), "inside the model version"),
+        (dict(name="m", base_path=small_models / "beta", target="docker",
               batching=tmp_path / "nope.txt"), "Cannot read batching"),
     ]
     for kwargs, text in cases:
+        target_out = kwargs.pop("out", out)
         with pytest.raises(DeployError, match=re.escape(text)):
-            deploy(out=out, **kwargs)
-        assert not out.exists(), kwargs
+            deploy(out=target_out, **kwargs)
+        assert not target_out.exists(), kwargs
     bad_labels = tmp_path / "bad.config"
     bad_labels.write_text(
         f'model_config_list {{ config {{ name: "beta" base_path: "{small_models / "beta"}" '

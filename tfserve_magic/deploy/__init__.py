@@ -226,6 +226,11 @@ def _write(out: Path, texts: dict[str, str], copies: dict[str, Path], target: st
     """Write ``texts`` and copy ``copies`` into ``out``; refuse to clobber files not ours."""
     if out.exists() and not out.is_dir():
         raise DeployError(f"--out {out} exists and is not a folder")
+    resolved = out.resolve()
+    for src in copies.values():
+        if resolved == src.resolve() or src.resolve() in resolved.parents:
+            raise DeployError(f"--out {out} is inside the model version {src}; choose a folder "
+                              "outside the SavedModel")
     mine, my_trees = _old_manifest(out)
     new_files = set(texts)
     for rel, src in copies.items():
