@@ -84,7 +84,7 @@ def _strict(schema):
 def _check_isvc(obj: dict) -> None:
     import jsonschema
 
-    doc = json.loads((DATA / "kserve_inferenceservice_v1beta1.schema.json").read_text())
+    doc = json.loads((DATA / "kserve" / "inferenceservice_v1beta1.schema.json").read_text())
     assert obj["apiVersion"] == f"{doc['group']}/{doc['version']}"
     assert obj["kind"] == doc["kind"]
     jsonschema.validate(obj, _strict(doc["openAPIV3Schema"]))
@@ -619,3 +619,27 @@ def test_docker_image_builds_runs_and_passes_its_smoke_test(mlp_recipes):
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     finally:
         subprocess.run(["docker", "stop", container], capture_output=True)
+
+
+def test_a_session_only_model_deploys_with_a_note(tmp_path):
+    """With the session fallback (server.models.loader_kind) and TF Serving's own TF1 test
+    model saved_model_counter (tests/data/tfserving, written by TF 1.5), the preflight notes
+    that only the fallback loads it here, and the image follows its old TensorFlow."""
+    from tfserve_magic.server import models
+
+    counter = Path(__file__).parent / "data" / "tfserving" / "saved_model_counter"
+    if not hasattr(models, "loader_kind") or not counter.is_dir():
+        pytest.skip("needs the session fallback and tests/data/tfserving")
+    result = deploy("counter", counter, target="docker", out=tmp_path / "out")
+    assert any("session fallback" in f.text and f.level == "note"
+               for f in result.preflight.findings)
+    assert result.preflight.tag.tag.startswith("1.")
+    assert (tmp_path / "out" / "models" / "counter" / "00000123" / "saved_model.pb").exists()
+
+
+def test_zero_padded_version_folders_are_kept(small_models, tmp_path):
+    base = tmp_path / "padded"
+    shutil.copytree(small_models / "beta" / "1", base / "0007")
+    result = deploy("padded", base, target="docker", out=tmp_path / "out")
+    assert (result.out / "models" / "padded" / "0007" / "saved_model.pb").exists()
+    assert list(result.preflight.writer_versions) == ["padded/7"]

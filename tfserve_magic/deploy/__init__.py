@@ -180,7 +180,8 @@ def deploy(name: str | None = None, base_path=None, *, target: str, out, config=
         steps = [f"upload {out}/models/* to {storage_uri}",
                  f"kubectl apply -f {out}/inferenceservice.yaml"]
     texts["smoke_test.sh"] = targets.smoke_script(plan, body is not None)
-    copies = {f"models/{m.name}/{v}": m.version_path(v) for m in plan.models for v in m.versions}
+    copies = {f"models/{m.name}/{m.version_path(v).name}": m.version_path(v)
+              for m in plan.models for v in m.versions}
     files = _write(Path(out).expanduser(), texts, copies, target, force)
     return DeployResult(target, Path(out).expanduser().absolute(), files, preflight, image_name,
                         command, steps)

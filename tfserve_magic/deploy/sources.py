@@ -27,7 +27,8 @@ class ModelSource:
     labels: dict[str, int] = field(default_factory=dict)
 
     def version_path(self, version: int) -> Path:
-        return self.base_path / str(version)
+        """The version's folder as named on disk (TF Serving also reads "00000123" as 123)."""
+        return version_dirs(self.base_path).get(version, self.base_path / str(version))
 
 
 @dataclass
@@ -42,8 +43,17 @@ class Plan:
 _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
+def version_dirs(base: Path) -> dict[int, Path]:
+    """version number -> folder; with "1" and "001" both present, the plain one wins."""
+    found: dict[int, Path] = {}
+    for path in sorted(base.iterdir(), key=lambda p: (len(p.name), p.name), reverse=True):
+        if path.is_dir() and path.name.isdigit():
+            found[int(path.name)] = path
+    return found
+
+
 def numeric_versions(base: Path) -> list[int]:
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(version_dirs(base))
 
 
 def _check_name(name: str) -> None:
