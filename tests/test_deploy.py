@@ -542,13 +542,20 @@ def test_cli_and_public_api(tmp_path, small_models):
 
     assert tfm.deploy("beta", small_models / "beta", target="docker", out=tmp_path / "api").out
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    batching = tmp_path / "batching.pbtxt"
+    batching.write_text("max_batch_size { value: 16 }\n")
     ok = subprocess.run(
-        [sys.executable, "-m", "tfserve_magic", "deploy", "beta", str(small_models / "beta"),
+        [sys.executable, "-m", "tfserve_magic", "deploy", "--batching-file", str(batching),
+         "beta", str(small_models / "beta"),
          "--target", "kubernetes", "--out", str(tmp_path / "cli"), "--replicas", "3"],
         capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert "Wrote the kubernetes recipe" in ok.stdout
-    assert _docs(tmp_path / "cli" / "kubernetes.yaml")[0]["spec"]["replicas"] == 3
+    deployment = _docs(tmp_path / "cli" / "kubernetes.yaml")[0]
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "--enable_batching=true", "--batching_parameters_file=/models/batching.config"]
+    assert (tmp_path / "cli" / "models" / "batching.config").read_text() == batching.read_text()
     bad = subprocess.run(
         [sys.executable, "-m", "tfserve_magic", "deploy", "beta", str(tmp_path / "nope"),
          "--target", "docker", "--out", str(tmp_path / "bad")],

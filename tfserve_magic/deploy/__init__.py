@@ -304,8 +304,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--image", metavar="NAME:TAG", help="name of the image to build")
     parser.add_argument("--base-image", metavar="IMAGE",
                         help="FROM image instead of tensorflow/serving (e.g. with add-on ops)")
-    parser.add_argument("--batching", nargs="?", const=True, default=None, metavar="FILE",
-                        help="enable batching (optionally with a BatchingParameters file)")
+    parser.add_argument("--batching", action="store_true",
+                        help="enable batching (TF Serving's suggested starting parameters)")
+    parser.add_argument("--batching-file", metavar="FILE",
+                        help="enable batching with this BatchingParameters file")
     parser.add_argument("--monitoring", action="store_true", help="Prometheus metrics endpoint")
     parser.add_argument("--force", action="store_true",
                         help="overwrite files in DIR that tfserve deploy did not write")
@@ -317,7 +319,8 @@ def deploy_from_args(args) -> DeployResult:
     return deploy(args.name, args.base_path, target=args.target, out=args.out,
                   config=args.config, replicas=args.replicas, max_replicas=args.max_replicas,
                   gpu=args.gpu, storage_uri=args.storage_uri, image_tag=args.image_tag,
-                  image=args.image, base_image=args.base_image, batching=args.batching,
+                  image=args.image, base_image=args.base_image,
+                  batching=args.batching_file or args.batching or None,
                   monitoring=args.monitoring, force=args.force)
 
 
