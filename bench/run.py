@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing")
     parser.add_argument("--no-hot-swap", action="store_true", help="skip the hot-swap timing")
     parser.add_argument("--no-decode", action="store_true", help="skip the decode-speed run")
+    parser.add_argument("--no-session-path", action="store_true",
+                        help="skip the session-path vs TF2-path run (bench/session_path.py)")
     parser.add_argument("--batching-sweep", choices=["auto", "on", "off"], default="auto",
                         help="try a few batching settings at 1 image, c=32 (auto: not with "
                              "--quick)")
@@ -238,6 +240,10 @@ def write_docs(results: dict, docs_dir: Path) -> None:
     md_path, png_path = docs_dir / "benchmarks.md", docs_dir / "benchmarks.png"
     report.write_chart(results, png_path)
     report.write_markdown(results, md_path, png_path)
+    if results.get("session_path"):
+        from bench.session_path import write_section
+
+        write_section(results["session_path"], md_path)
     log(f"Wrote {md_path} and {png_path}")
     for target in results["targets"]:
         log(f"  {target['status']:<5} {target['name']}: {target['measured']}")
@@ -300,6 +306,11 @@ def main(argv=None) -> int:
         log("Hot swap: a new version folder renamed in, until it answers ...")
         results["hot_swap"] = _guarded(timings.measure_hot_swap, assets, workdir, args.repeats,
                                        log=log)
+    if not args.no_session_path:
+        from bench import session_path
+
+        results["session_path"] = _guarded(session_path.run, assets, workdir / "session",
+                                           args.seconds, args.quick, log=log)
     if args.batching_sweep == "on" and "ours_batching" in args.peers:
         log("Batching parameters sweep (1 image, c=32) ...")
         results["batching_sweep"] = sweep(assets, workdir / "sweep", args.seconds,

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU tests; gpu-marked tests set their own
 
-pytest_plugins = ["tests.fixtures.models", "tests.fixtures.server"]
+pytest_plugins = ["tests.fixtures.models", "tests.fixtures.server", "tests.fixtures.legacy_models"]
 
 SERVER_PATTERN = "tfserve_magic serve|tfserve serve|tensorflow_model_server"
 

@@ -43,7 +43,8 @@ model_config_list {
         ('model_config_list { config { name: "a" base_path: "/x" model_platform: "onnx" } }',
          "not supported"),
         ("custom_model_config {}", "custom model config"),
-        ("model_config_list { config { nam", "Invalid model config file"),
+        ("model_config_list { config { nam",
+         "Error parsing text-format tensorflow.serving.ModelServerConfig: invalid model config"),
     ],
 )
 def test_model_config_errors(tmp_path, text, words):

@@ -63,7 +63,11 @@ def _parse_text(text: str, message, path: str, what: str):
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as exc:
-        raise ConfigError(f"Invalid {what} {path}: {exc}") from None
+        # TF Serving's own words first (scripts grep for them), then which file and where.
+        raise ConfigError(
+            f"Error parsing text-format {message.DESCRIPTOR.full_name}: invalid {what} {path}: "
+            f"{exc}"
+        ) from None
     return message
 
 

@@ -57,8 +57,7 @@ class Signature:
         self.specs: dict[str, tuple] = {}
         self.output_names: list[str] = []
         if signature_def is not None:
-            for key, info in signature_def.inputs.items():
-                self.specs[key] = (key, _numpy_dtype(info.dtype), _shape_tuple(info.tensor_shape))
+            self.specs = _signature_specs(signature_def)
             self.output_names = list(signature_def.outputs.keys())
         else:  # no proto entry (should not happen): fall back to the function's own spec
             for key, spec in function.structured_input_signature[1].items():
@@ -67,6 +66,8 @@ class Signature:
                 self.specs[key] = (key, dtype, shape)
             self.output_names = list(function.structured_outputs.keys())
 
+        # What the graph really takes (classify/regress check this, not the declared dtype).
+        self.graph_dtypes = {key: spec[1] for key, spec in self.specs.items()}
         self._flat_order = _flat_input_order(function)
         if self._flat_order is not None and set(self._flat_order) != set(self.specs):
             self._flat_order = None  # the proto and the function disagree: use keywords
@@ -104,12 +105,8 @@ class Servable:
         self.version = version
         self.path = path
         meta_graph = read_meta_graph(path, tags)
-        self.loaded = tf.saved_model.load(path, tags=tags)
+        self.loader, self.loaded, self.signatures = _load_servable(path, tags, meta_graph)
         defs = meta_graph.signature_def
-        self.signatures = {
-            name: Signature(name, fn, defs[name] if name in defs else None)
-            for name, fn in self.loaded.signatures.items()
-        }
         self.signature_def_json = {name: _signature_def_json(sd) for name, sd in defs.items()}
 
     def signature(self, name: str) -> Signature:
@@ -144,7 +141,7 @@ class Servable:
             )
         if api == "regress" and "outputs" not in outputs:
             raise invalid(f"No regression outputs found in SignatureDef: {sig.debug_string}")
-        if sig.specs["inputs"][1] != "string":  # TF Serving leaves this to the session's error
+        if sig.graph_dtypes["inputs"] != "string":  # the placeholder's own dtype, not the def's
             raise invalid(f"Expected {what} input Tensor of DT_STRING in SignatureDef")
         return sig
 
@@ -401,8 +398,10 @@ class ModelManager:
         model._publish(available)
         state.state = "AVAILABLE"
         log.info(
-            "Successfully loaded servable version {name: %s version: %d} in %.2f s (signatures: %s)",
-            name, version, time.perf_counter() - started, ", ".join(sorted(servable.signatures)),
+            "Successfully loaded servable version {name: %s version: %d} in %.2f s with the %s "
+            "loader (signatures: %s)",
+            name, version, time.perf_counter() - started, _LOADER_WORDS[servable.loader],
+            ", ".join(sorted(servable.signatures)),
         )
         self._changed()
 
@@ -508,6 +507,67 @@ class ModelManager:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+# ---- choosing the loader ----
+
+_LOADER_WORDS = {"tf2": "TF2 object-graph", "session": "TF1 session (SavedModelBundle)"}
+
+
+def _load_servable(path: str, tags: list[str], meta_graph):
+    """("tf2" | "session", the loaded object, {name: signature}) for one version.
+
+    The TF2 object-graph load is tried first (the faster call path). Some SavedModels that
+    TF Serving serves cannot be revived as objects (Keras 2 optimizers, TF1 graphs without
+    shapes, reference variables): those are served from a TF1 session over the MetaGraphDef,
+    as TF Serving itself does. If neither loads, the session loader's error is raised (it is
+    the loader TF Serving uses), with the object-graph error chained for the log.
+    ``TFSERVE_MAGIC_LOADER=session`` skips the object-graph load (TF Serving's exact
+    semantics for every model; the benchmark uses it to compare the paths).
+    """
+    from tfserve_magic.server.session_model import SessionModel, quiet_loader_warnings
+
+    quiet_loader_warnings()
+    tf2_error = None
+    if os.environ.get("TFSERVE_MAGIC_LOADER", "auto") != "session":
+        try:
+            loaded = tf.saved_model.load(path, tags=tags)
+            defs = meta_graph.signature_def
+            signatures = {
+                name: Signature(name, fn, defs[name] if name in defs else None)
+                for name, fn in loaded.signatures.items()
+            }
+            return "tf2", loaded, signatures
+        except Exception as exc:  # noqa: BLE001 - any object-graph failure tries the session
+            tf2_error = exc
+            log.info(
+                "The TF2 object-graph loader cannot load %s (%s); loading it into a TF1 "
+                "session as TensorFlow Serving does", path,
+                " ".join(_load_error_message(exc, path).split()),
+            )
+    try:
+        model = SessionModel(path, tags, meta_graph, _signature_specs)
+    except Exception as session_error:
+        raise session_error from tf2_error
+    return "session", model, model.signatures
+
+
+def loader_kind(path: str, tags=("serve",)) -> str:
+    """Which loader serves the SavedModel at ``path``: "tf2" (object-graph load) or "session"
+    (only the TF1-session loader); raises the load error if neither can (deploy preflight)."""
+    meta_graph = read_meta_graph(path, list(tags))
+    kind, loaded, _ = _load_servable(path, list(tags), meta_graph)
+    if kind == "session":
+        loaded.close()
+    return kind
+
+
+def _signature_specs(signature_def) -> dict:
+    """Codec input specs from a SignatureDef's declared inputs."""
+    return {
+        key: (key, _numpy_dtype(info.dtype), _shape_tuple(info.tensor_shape))
+        for key, info in signature_def.inputs.items()
+    }
 
 
 # ---- SavedModel proto helpers ----
