@@ -571,8 +571,11 @@ def test_magic_deploys_a_running_server(shell, small_models, tmp_path):
 
     batching = tmp_path / "batching.pbtxt"
     batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 500 }\n")
+    monitoring = tmp_path / "monitoring.pbtxt"
+    monitoring.write_text('prometheus_config { enable: true path: "/metrics" }\n')
     handle = manager.start("multi", config=str(small_models / "models.config"), port=0,
-                           extra_args=["--enable_batching", f"--batching_parameters_file={batching}"])
+                           extra_args=["--enable_batching", f"--batching_parameters_file={batching}",
+                                       f"--monitoring_config_file={monitoring}"])
     try:
         result = shell.run_line_magic(
             "tfserve", f"deploy multi --target docker --out {tmp_path / 'from-server'}")
@@ -580,6 +583,8 @@ def test_magic_deploys_a_running_server(shell, small_models, tmp_path):
         manager.stop(handle.name)
     out = result.out
     assert (out / "models" / "batching.config").read_text() == batching.read_text()
+    assert (out / "models" / "monitoring.config").read_text() == monitoring.read_text()
+    assert "--monitoring_config_file=/models/monitoring.config" in (out / "Dockerfile").read_text()
     specs = (out / "models" / "models.config").read_text()
     assert 'key: "canary"' in specs and "/models/beta" in specs
     assert sorted(p.name for p in (out / "models" / "alpha").iterdir()) == ["1", "2"]
