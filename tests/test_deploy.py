@@ -158,33 +158,37 @@ def small_models(tmp_path_factory):
     return root
 
 
-def _addon_model(base: Path, in_library: bool) -> Path:
+def _addon_model(base: Path, in_library: bool, op: str = "AddonWordpieceTokenize",
+                 writer: str = "2.19.0") -> Path:
     """A SavedModel whose graph uses an op no stock TensorFlow registers (as tensorflow-text's
-    ops are for a TensorFlow without tensorflow-text): written as a proto, no add-on needed."""
+    ops are for a TensorFlow without tensorflow-text): written as a proto, no add-on needed.
+    With ``op="Identity"`` it is a plain TF1-style graph that records ``writer``."""
     from tensorflow.core.framework import types_pb2
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel(saved_model_schema_version=1)
     meta = saved.meta_graphs.add()
     meta.meta_info_def.tags.append("serve")
-    meta.meta_info_def.tensorflow_version = "2.19.0"
+    meta.meta_info_def.tensorflow_version = writer
     graph = meta.graph_def
     x = graph.node.add(name="x", op="Placeholder")
     x.attr["dtype"].type = types_pb2.DT_STRING
     if in_library:
         fn = graph.library.function.add()
         fn.signature.name = "tokenize_fn"
-        fn.node_def.add(name="tok", op="AddonWordpieceTokenize")
+        fn.node_def.add(name="tok", op=op)
         graph.node.add(name="y", op="tokenize_fn", input=["x"])
     else:
-        graph.node.add(name="y", op="AddonWordpieceTokenize", input=["x"])
+        y = graph.node.add(name="y", op=op, input=["x"])
+        if op == "Identity":
+            y.attr["T"].type = types_pb2.DT_STRING
     sig = meta.signature_def["serving_default"]
     sig.method_name = "tensorflow/serving/predict"
     sig.inputs["text"].name = "x:0"
     sig.inputs["text"].dtype = types_pb2.DT_STRING
     sig.inputs["text"].tensor_shape.dim.add(size=-1)
     sig.outputs["ids"].name = "y:0"
-    sig.outputs["ids"].dtype = types_pb2.DT_INT64
+    sig.outputs["ids"].dtype = types_pb2.DT_STRING if op == "Identity" else types_pb2.DT_INT64
     path = base / "1"
     path.mkdir(parents=True)
     (path / "saved_model.pb").write_bytes(saved.SerializeToString())
@@ -212,6 +216,17 @@ def test_image_tag_follows_the_tensorflow_that_wrote_the_model(writer, gpu, tag,
     assert choice.tag == tag
     assert choice.image == f"tensorflow/serving:{tag}"
     assert bool(choice.notes) == warns
+
+
+@pytest.mark.parametrize(("writer", "gpu", "tag"), [("2.15.0", False, "2.15.1"),
+                                                   ("2.19.1", True, "2.19.0-gpu")])
+def test_dockerfile_tag_follows_the_writer_recorded_in_the_saved_model(tmp_path, writer, gpu, tag):
+    base = _addon_model(tmp_path / "echo", in_library=False, op="Identity", writer=writer)
+    result = deploy("echo", base, target="docker", out=tmp_path / "out", gpu=gpu)
+    assert result.preflight.ok, result.preflight.report()
+    assert result.preflight.writer_versions == {"echo/1": writer}
+    assert f"FROM tensorflow/serving:{tag}\n" in (tmp_path / "out" / "Dockerfile").read_text()
+    assert ("--gpus all" in (tmp_path / "out" / "README.md").read_text()) == gpu
 
 
 def test_image_tag_override_and_unknown_writer():
@@ -655,3 +670,17 @@ def test_zero_padded_version_folders_are_kept(small_models, tmp_path):
     result = deploy("padded", base, target="docker", out=tmp_path / "out")
     assert (result.out / "models" / "padded" / "0007" / "saved_model.pb").exists()
     assert list(result.preflight.writer_versions) == ["padded/7"]
+
+
+def test_a_model_that_does_not_load_is_refused(tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    base = _addon_model(tmp_path / "broken", in_library=False, op="Identity")
+    pb = base / "1" / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
+    del saved.meta_graphs[0].graph_def.node[1].attr["T"]  # Identity without its type attr
+    pb.write_bytes(saved.SerializeToString())
+    with pytest.raises(DeployError, match="does not load here") as err:
+        deploy("broken", base, target="docker", out=tmp_path / "out")
+    assert "re-export the model" in str(err.value)
+    assert not (tmp_path / "out").exists()

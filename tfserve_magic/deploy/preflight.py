@@ -133,7 +133,7 @@ def check(plan: Plan, *, gpu: bool = False, image_tag: str | None = None,
         if "load_error" in entry:
             findings.append(Finding(
                 "error", f"{key} does not load here: {entry['load_error']}",
-                "fix the export first: what does not load here will not load in TF Serving"))
+                "re-export the model: what does not load here does not load in TF Serving either"))
         if entry.get("loader") == "session":
             findings.append(Finding(
                 "note", f"{key} loads here only through the session fallback (a TF1-style "
