@@ -72,6 +72,7 @@ def ours_command(base_path: Path, info_file: Path, *extra: str, port: int = 0) -
         f"--model_name={MODEL_NAME}",
         f"--model_base_path={base_path}",
         f"--rest_api_port={port}",
+        "--port=0",  # a free gRPC port (bench/grpc_load.py reads it from the info file)
         f"--info_file={info_file}",
         f"--parent_pid={os.getpid()}",  # gone with the harness, however it ends
         *extra,

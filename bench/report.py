@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import load
+from bench import grpc_load, load
 from bench.peers import PEERS, REPO
 
 CHART_PEERS = ("flask", "fastapi", "tfs", "ours", "ours_batching")
@@ -110,6 +110,7 @@ def evaluate_targets(results: dict) -> list:
         "value": speedup, "measured": "n/a" if speedup is None else f"{speedup:.2f}x",
         "status": "n/a" if speedup is None else ("pass" if speedup >= 2.0 else "miss"),
     })
+    targets += grpc_load.targets(results)
     startup = results.get("startup") or {}
     if "tfserve_start_s" in startup:
         gap = startup["tfserve_start_s"] - startup["import_tensorflow_s"]
@@ -189,6 +190,7 @@ def write_markdown(results: dict, md_path: Path, png_path: Path) -> None:
         _targets_section(results),
         _sweep_section(results),
         _decode_section(results),
+        grpc_load.markdown_section(results),
         _startup_section(results),
         _hot_swap_section(results),
         _profile_section(results),

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import load, report, timings
+from bench import grpc_load, load, report, timings
 from bench.model import BODY_SIZES, BenchAssets
 from bench.peers import (
     BATCHING_FILE,
@@ -60,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-decode", action="store_true", help="skip the decode-speed run")
     parser.add_argument("--no-session-path", action="store_true",
                         help="skip the session-path vs TF2-path run (bench/session_path.py)")
+    parser.add_argument("--no-grpc", action="store_true", help="skip gRPC vs REST on ours")
     parser.add_argument("--batching-sweep", choices=["auto", "on", "off"], default="auto",
                         help="try a few batching settings at 1 image, c=32 (auto: not with "
                              "--quick)")
@@ -297,6 +298,12 @@ def main(argv=None) -> int:
         log(f"Measuring: {args.rounds} round(s) x {len(args.bodies)} bodies x "
             f"{len(args.concurrency)} concurrencies x {args.seconds:g} s, via {args.generator}")
         results["measurements"] = run_rounds(args, assets, peers)
+        if "ours" in peers and not args.no_grpc:
+            log("gRPC vs REST on our server (bench/grpc_load.py) ...")
+            results["grpc"] = _guarded(grpc_load.measure, peers["ours"], assets, args, log=log,
+                                       rest=lambda n, c: measure_http(
+                                           peers["ours"], assets, n, c, args.seconds,
+                                           args.generator))
         results["idle_rss_mb"] = {key: peer.rss_mb() for key, peer in peers.items()}
     finally:
         for peer in peers.values():

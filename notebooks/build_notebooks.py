@@ -473,12 +473,13 @@ plt.show()"""),
 # ----------------------------------------------------------------------------- 05 any client
 ANY_CLIENT = [
     md("""
-# 5 · Any client: curl, Python requests, Node.js, and production
+# 5 · Any client: curl, Python requests, Node.js, gRPC, and production
 
-The server speaks TensorFlow Serving's REST API, so anything that can POST JSON can use it. This
-notebook calls the same server from the shell with `curl`, from plain Python with `requests`,
-from Node.js (when `node` is installed), and shows the `tensorflow_model_server` and Docker
-commands that serve the same SavedModel in production.
+The server speaks TensorFlow Serving's REST and gRPC APIs, so anything that can POST JSON, or
+any client written with TF Serving's gRPC stubs, can use it. This notebook calls the same
+server from the shell with `curl`, from plain Python with `requests`, from Node.js (when `node`
+is installed), over gRPC with the official `tensorflow-serving-api` stubs, and shows the
+`tensorflow_model_server` and Docker commands that serve the same SavedModel in production.
 """),
     params("""
 N_TRAIN = 2000 if HEADLESS else 20000
@@ -562,6 +563,33 @@ if shutil.which("node"):
 else:
     print("node is not installed here; client.js would print the predicted classes")"""),
     md("""
+## gRPC: TensorFlow Serving's official Python stubs
+
+The server also answers TF Serving's gRPC API (`PredictionService`, `ModelService`) on its gRPC
+port. `%%predict --grpc` sends over it, and `--show grpc` prints the code with the official
+stubs:
+"""),
+    code("""
+%%predict MLP --grpc --show grpc --labels data.y_test[:3]
+data.x_test[:3]"""),
+    code("""
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+print("gRPC at", server.grpc_target)
+input_name = next(iter(tfm.Client("MLP").metadata()["serving_default"]["inputs"]))
+with grpc.insecure_channel(server.grpc_target) as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "MLP"
+    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(data.x_test[:3]))
+    response = stub.Predict(request, 30.0)  # timeout in seconds
+(output,) = response.outputs.values()
+print("grpc:", tf.make_ndarray(output).argmax(-1), "from version", response.model_spec.version.value)
+# The same without TensorFlow in the client process: tfm.Client("MLP", protocol="grpc")
+print("tfm gRPC client:", tfm.Client("MLP", protocol="grpc").predict(data.x_test[:3]).argmax(-1))"""),
+    md("""
 ## In production: `tensorflow_model_server` or Docker
 
 The numbered folders under `./saved` are what TensorFlow Serving loads, so the same requests
@@ -570,15 +598,16 @@ command too, with the folder name as the model name.)
 """),
     code("""
 base_path = exported.base_path.resolve()
-print("# the same SavedModel, same model name and REST API, with TensorFlow Serving's binary:")
+print("# the same SavedModel, model name, REST and gRPC APIs, with TensorFlow Serving's binary:")
 print(
-    "tensorflow_model_server --rest_api_port=8501 --model_name=MLP "
+    "tensorflow_model_server --port=8500 --rest_api_port=8501 --model_name=MLP "
     f"--model_base_path={base_path}"
 )
 print()
 print("# or with the official Docker image:")
 print(
-    f"docker run --rm -p 8501:8501 --mount type=bind,source={base_path},target=/models/MLP "
+    f"docker run --rm -p 8500:8500 -p 8501:8501 "
+    f"--mount type=bind,source={base_path},target=/models/MLP "
     "-e MODEL_NAME=MLP -t tensorflow/serving"
 )"""),
     md("""

@@ -269,7 +269,10 @@ def test_start_reuse_restart_stop(model_dir, tmp_path):
     assert progress[0] == "Starting half on CPU ..."
     assert first.models == {"half": [1]} and not first.reused
     assert first.backend == "python" and first.devices == ["CPU:0"]
-    assert first.summary() == f"Serving half v1 at {first.url} (pid {first.pid})"
+    assert first.grpc_target and first.grpc_target.startswith("127.0.0.1:")
+    assert first.summary() == (
+        f"Serving half v1 at {first.url} and gRPC {first.grpc_target} (pid {first.pid})"
+    )
     assert predict(first.url, "half", [[2.0, 4.0, 6.0]]) == [[3.0, 4.0, 5.0]]
     record = json.loads((manager.state_dir() / "half.json").read_text())
     assert record["pid"] == first.pid and record["owner_pid"] == os.getpid()
@@ -462,6 +465,11 @@ def test_tensorflow_model_server_backend(model_dir, tmp_path, monkeypatch):
     argv = json.loads((manager.state_dir() / "tfms.json").read_text())["argv"]
     assert str(fake) in argv and not any(a.startswith(("--info_file", "--host")) for a in argv)
     assert handle.port == port
+    # The same --port as TF Serving's binary: gRPC answers there too.
+    assert handle.grpc_port and f"--port={handle.grpc_port}" in argv
+    from tfserve_magic.grpc_client import GrpcClient
+
+    assert GrpcClient(handle).status()[0]["state"] == "AVAILABLE"
     again = manager.start("tfms", model_dir, port=port, poll=1)
     assert again.reused and again.pid == handle.pid
     listed = manager.servers()
@@ -485,7 +493,10 @@ def test_config_file_serves_several_models_and_the_cli_sees_them(model_dir, tmp_
     monkeypatch.chdir(tmp_path)  # relative config path and relative base_path inside it
     handle = manager.start(None, config="models.config", port=0)
     assert handle.name == "models" and handle.models == {"half": [1], "plus3": [1]}
-    assert handle.summary() == f"Serving half v1, plus3 v1 at {handle.url} (pid {handle.pid})"
+    assert handle.summary() == (
+        f"Serving half v1, plus3 v1 at {handle.url} and gRPC {handle.grpc_target} "
+        f"(pid {handle.pid})"
+    )
     assert handle.config == str(config)
     assert manager.find_model("plus3") == (handle.url, "plus3")
     assert predict(handle.url, "plus3", [[0.0, 2.0, 4.0]]) == [[3.0, 4.0, 5.0]]

@@ -46,7 +46,8 @@ EXPECTED_OUTPUT = {
         "Stopped Digits",
     ],
     "04_draw_digit.ipynb": ["a '1': the model says", "a '7': the model says", "Stopped MLP"],
-    "05_any_client.ipynb": ["requests:", "signatures:", "docker run", "Stopped MLP"],
+    "05_any_client.ipynb": ["requests:", "signatures:", "grpc:", "tfm gRPC client:", "docker run",
+                            "Stopped MLP"],
 }
 
 

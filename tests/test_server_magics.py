@@ -28,7 +28,7 @@ def test_start_reuse_list_status_logs_stop(shell, mlp_export, monkeypatch, capsy
     out = capsys.readouterr().out.splitlines()
     assert out == [
         "Starting MLP on CPU ...",
-        f"Serving MLP v1 at {handle.url} (pid {handle.pid})",
+        f"Serving MLP v1 at {handle.url} and gRPC {handle.grpc_target} (pid {handle.pid})",
     ]
     assert handle.base_path == str(mlp_export) and handle.port >= 8501
     body = json.dumps({"instances": [[[[0.0]] * 28] * 28]}).encode()

@@ -23,6 +23,7 @@ _LAZY = {
     "ServerHandle": "tfserve_magic.manager",
     "StartError": "tfserve_magic.manager",
     "Client": "tfserve_magic.client",
+    "GrpcClient": "tfserve_magic.grpc_client",
     "ServingError": "tfserve_magic.client",
     "Prediction": "tfserve_magic.client",
     "deploy": "tfserve_magic.deploy",

@@ -67,16 +67,20 @@ class ServingError(Exception):
     input names, dtypes or shapes; ``str(error)`` shows all of it.
     """
 
-    def __init__(self, status_code: int | None, message: str, hint: str | None = None, url=None):
+    def __init__(self, status_code: int | None, message: str, hint: str | None = None, url=None,
+                 code: str | None = None):
         super().__init__(status_code, message, hint, url)
         self.status_code = status_code
         self.message = message
         self.hint = hint
         self.url = url
+        self.code = code  # the gRPC status name (INVALID_ARGUMENT ...) for gRPC calls
 
     def __str__(self) -> str:
         where = f" from {self.url}" if self.url else ""
         head = f"HTTP {self.status_code}{where}" if self.status_code else f"Request failed{where}"
+        if self.code is not None and self.status_code:
+            head = f"gRPC {self.code}{where}"
         text = f"{head}: {self.message}"
         return f"{text}\n{self.hint}" if self.hint else text
 
@@ -450,11 +454,25 @@ def _describe_value(value) -> str:
 class Client:
     """Talk to one model on a TensorFlow-Serving-compatible REST server.
 
+    ``protocol="grpc"`` returns a ``tfserve_magic.grpc_client.GrpcClient`` instead: the same
+    methods over TF Serving's gRPC API (the server's gRPC port).
+
     ``name_or_url``: a model or server name known to ``tfserve_magic.manager`` ("MLP"), a
     ``ServerHandle``, ``http://host:port`` (then ``model=`` is required), or
     ``http://host:port/v1/models/NAME`` (optionally ``/versions/N`` or ``/labels/L``, used as
     the default for every call).
     """
+
+    protocol = "rest"
+
+    def __new__(cls, *args, protocol: str = "rest", **kwargs):
+        if protocol == "grpc":
+            from tfserve_magic.grpc_client import GrpcClient
+
+            return GrpcClient(*args, **kwargs)
+        if protocol != "rest":
+            raise ValueError(f"protocol must be 'rest' or 'grpc', not {protocol!r}")
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -463,6 +481,7 @@ class Client:
         *,
         timeout: float = 30.0,
         chunk_size: int | None = None,
+        protocol: str = "rest",
     ):
         self.timeout = float(timeout)
         self.chunk_size = int(chunk_size) if chunk_size else DEFAULT_CHUNK_SIZE
@@ -869,39 +888,7 @@ def _concat(parts: list):
 
 def _resolve_name(name: str, model: str | None) -> tuple[str, str]:
     """A name known to the manager -> (base URL, model name); LookupError lists what runs."""
-    from tfserve_magic import manager
+    from tfserve_magic import registry
 
-    def attempt(fn, *args):
-        try:
-            return fn(*args)
-        except LookupError:
-            return None
-
-    if model is None:
-        found = attempt(manager.find_model, name)
-        if found:
-            return str(found[0]).rstrip("/"), found[1]
-    handle = attempt(manager.find, name)
-    if handle is not None:
-        models = list(getattr(handle, "models", None) or [])
-        chosen = model or (name if name in models else (models[0] if models else None))
-        if chosen:
-            return str(handle.url).rstrip("/"), chosen
-    if model is not None:
-        found = attempt(manager.find_model, name)
-        if found:
-            return str(found[0]).rstrip("/"), model
-    try:
-        running = manager.servers()
-    except Exception:  # listing is only for the message
-        running = []
-    listing = "; ".join(
-        f"{h.name} at {h.url} (models: {', '.join(getattr(h, 'models', None) or []) or '?'})"
-        for h in running
-    )
-    raise LookupError(
-        f"no running server or model named {name!r}. "
-        + (f"Running: {listing}." if listing else "No server is running.")
-        + " Start one with `%tfserve start NAME BASE_PATH`, or pass a URL such as "
-        "http://127.0.0.1:8501/v1/models/NAME."
-    )
+    address = registry.lookup(name, model)
+    return address.url.rstrip("/"), address.model

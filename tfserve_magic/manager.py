@@ -33,7 +33,17 @@ from pathlib import Path
 from tfserve_magic import gpu as gpu_policy
 from tfserve_magic._text import html_table, text_table
 
-HOME_VAR = "TFSERVE_MAGIC_HOME"
+# Records, info files and pid checks live in registry (the one home of name lookup).
+from tfserve_magic.registry import HOME_VAR, state_dir  # noqa: F401 - public re-exports
+from tfserve_magic.registry import all_records as _all_records
+from tfserve_magic.registry import children as _children
+from tfserve_magic.registry import connect_host as _connect_host
+from tfserve_magic.registry import info_path as _info_path
+from tfserve_magic.registry import pid_alive as _pid_alive
+from tfserve_magic.registry import read_json as _read_json
+from tfserve_magic.registry import record_alive as _record_alive
+from tfserve_magic.registry import record_path as _record_path
+
 MODEL_SERVER_VAR = "TFSERVE_MAGIC_MODEL_SERVER"
 MODEL_SERVER_BINARY = "tensorflow_model_server"
 DEFAULT_PORT_RETRIES = 100
@@ -44,8 +54,6 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _ENV_DENYLIST = ("PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONHOME")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-# Popen objects of children started by this process (so they can be reaped, never zombies).
-_children: dict[int, subprocess.Popen] = {}
 _atexit_registered = False
 _lock = threading.Lock()
 
@@ -100,6 +108,11 @@ class ServerHandle:
         return Client(self.url, model=next(iter(self.models), self.name))
 
     @property
+    def grpc_target(self) -> str | None:
+        """``host:port`` for ``grpc.insecure_channel`` (TF Serving's PredictionService)."""
+        return f"{_connect_host(self.host)}:{self.grpc_port}" if self.grpc_port else None
+
+    @property
     def uptime_s(self) -> float:
         return max(0.0, time.time() - self.started) if self.started else 0.0
 
@@ -113,7 +126,8 @@ class ServerHandle:
     def summary(self) -> str:
         """One line: "Serving MLP v3 at http://127.0.0.1:8501 (pid 1234)"."""
         extra = "" if self.backend == "python" else f", {self.backend}"
-        line = f"{self._models_text()} at {self.url} (pid {self.pid}{extra})"
+        grpc_text = f" and gRPC {self.grpc_target}" if self.grpc_target else ""
+        line = f"{self._models_text()} at {self.url}{grpc_text} (pid {self.pid}{extra})"
         if self.reused:
             return (
                 f"Reusing {line}, started {_age(self.uptime_s)} ago with the same name, base path "
@@ -125,6 +139,7 @@ class ServerHandle:
         source = self.config or self.base_path or ""
         rows = [
             ("url", self.url),
+            ("grpc", self.grpc_target or "-"),
             ("pid", str(self.pid)),
             ("backend", self.backend),
             ("devices", ", ".join(self.devices) or "?"),
@@ -154,7 +169,7 @@ def _age(seconds: float) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60}m"
 
 
-_SERVER_HEADERS = ["name", "url", "pid", "models", "devices", "backend", "uptime", "log"]
+_SERVER_HEADERS = ["name", "url", "grpc", "pid", "models", "devices", "backend", "uptime", "log"]
 
 
 def _server_row(handle: ServerHandle) -> list[str]:
@@ -162,6 +177,7 @@ def _server_row(handle: ServerHandle) -> list[str]:
     return [
         handle.name,
         url,
+        handle.grpc_target or "-",
         str(handle.pid),
         handle._models_text(),
         ", ".join(handle.devices) or "?",
@@ -237,29 +253,6 @@ class StatusView(dict):
 
 
 # ---------------------------------------------------------------------------- state folder
-def state_dir() -> Path:
-    """The per-user folder (mode 0700) of records and logs; read from the environment each call."""
-    home = os.environ.get(HOME_VAR)
-    if home:
-        path = Path(home)
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        path = Path(os.environ["XDG_RUNTIME_DIR"]) / "tfserve_magic"
-    else:
-        path = Path.home() / ".cache" / "tfserve_magic"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if os.name == "posix" and (path.stat().st_mode & 0o077):
-        os.chmod(path, 0o700)
-    return path
-
-
-def _record_path(name: str) -> Path:
-    return state_dir() / f"{name}.json"
-
-
-def _info_path(name: str) -> Path:
-    return state_dir() / f"{name}.info.json"
-
-
 def _log_path(name: str) -> Path:
     logs_dir = state_dir() / "logs"
     logs_dir.mkdir(mode=0o700, exist_ok=True)
@@ -274,25 +267,6 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _all_records() -> list[dict]:
-    records = []
-    for path in sorted(state_dir().glob("*.json")):
-        if path.name.endswith(".info.json"):
-            continue
-        record = _read_json(path)
-        if record and isinstance(record.get("pid"), int) and isinstance(record.get("name"), str):
-            records.append(record)
-    return records
-
-
 def _remove_record(record: dict) -> None:
     for path in (_record_path(record["name"]), Path(record.get("info_path") or "")):
         if path.name:
@@ -303,35 +277,6 @@ def _remove_record(record: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- processes
-def _pid_alive(pid: int, expect: Iterable[str] = ()) -> bool:
-    """True if ``pid`` runs (not a zombie) and, where /proc tells, its command line matches."""
-    proc = _children.get(pid)
-    if proc is not None:
-        return proc.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-        if fields and fields[0] in ("Z", "X"):
-            return False
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, IndexError):
-        return True
-    expect = [e for e in expect if e]
-    return not expect or any(e in cmdline for e in expect)
-
-
-def _record_alive(record: dict) -> bool:
-    return _pid_alive(record["pid"], record.get("expect", ()))
-
-
 def _wait_gone(record: dict, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while _record_alive(record):
@@ -407,12 +352,6 @@ class _NameLock:
 
 
 # ---------------------------------------------------------------------------- REST
-def _connect_host(host: str) -> str:
-    if host in ("", "0.0.0.0", "::", "[::]"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
 def _get_json(url: str, timeout: float) -> dict:
     with _NO_PROXY.open(url, timeout=timeout) as response:
         return json.loads(response.read().decode("utf-8"))
@@ -868,8 +807,7 @@ def _launch(
         argv = [sys.executable, "-m", "tfserve_magic", "serve", *models_flags,
                 f"--rest_api_port={port}", f"--rest_api_port_retries={port_retries}",
                 f"--host={host}", f"--info_file={info_path}"]
-        if grpc_port is not None:
-            argv.append(f"--port={grpc_port}")
+        argv.append(f"--port={grpc_port if grpc_port is not None else 0}")  # 0: a free port
         if not detach:
             argv.append(f"--parent_pid={os.getpid()}")
         expect = ["tfserve_magic"]

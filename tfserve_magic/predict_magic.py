@@ -17,7 +17,7 @@ from tfserve_magic.predict_view import SNIPPET_KINDS
 __all__ = ["run_predict_magic", "split_line", "build_parser"]
 
 VALUE_FLAGS = ("--signature", "--version", "--label", "--labels", "--top", "-o", "--show")
-BOOL_FLAGS = ("--columnar", "-h", "--help")
+BOOL_FLAGS = ("--columnar", "--grpc", "-h", "--help")
 _BODY_KEYS = {"instances", "inputs", "signature_name"}
 
 
@@ -38,6 +38,8 @@ def build_parser():
     p.add_argument("--labels", metavar="EXPR", help="true labels to compare with")
     p.add_argument("--top", type=int, metavar="K", help="classes shown per instance")
     p.add_argument("-o", dest="output", metavar="VAR", help="store the result in VAR")
+    p.add_argument("--grpc", action="store_true",
+                   help="send over TF Serving's gRPC API (the server's gRPC port)")
     p.add_argument("--show", choices=SNIPPET_KINDS, help="print the equivalent request")
     return p
 
@@ -157,8 +159,13 @@ def run_predict_magic(magics, line: str, cell: str | None):
     from tfserve_magic.client import ServingError
 
     labels = magics._value(args.labels, "labels") if args.labels else None
-    client = _client(magics, args.name)
+    client = _client(magics, args.name, "grpc" if args.grpc else "rest")
     send, snippet_body = _request(magics, args, source)
+    if (args.grpc or args.show == "grpc") and isinstance(snippet_body, bytes):
+        raise UsageError(
+            "a literal JSON body is REST only: for --grpc or --show grpc write the request as a "
+            "Python expression (an array, or a dict of named inputs)"
+        )
     try:
         prediction = send(client)
     except ServingError as exc:  # the server's message and the client's hint
@@ -167,7 +174,7 @@ def run_predict_magic(magics, line: str, cell: str | None):
         raise UsageError(f"%predict: {exc}") from None
     finally:
         if args.show:  # also when the request failed: the snippet shows what was sent
-            _print_snippet(client, args, snippet_body)
+            _print_snippet(magics, client, args, snippet_body)
 
     from tfserve_magic.predict_view import PredictionResult
 
@@ -186,12 +193,13 @@ def run_predict_magic(magics, line: str, cell: str | None):
     return result
 
 
-def _client(magics, name: str):
+def _client(magics, name: str, protocol: str = "rest"):
     """A Client for NAME, reused while it resolves to the same URL (keep-alive)."""
     from tfserve_magic.client import Client
 
     try:
-        fresh = Client(name, timeout=magics.request_timeout, chunk_size=magics.chunk_size)
+        fresh = Client(name, timeout=magics.request_timeout, chunk_size=magics.chunk_size,
+                       protocol=protocol)
     except (LookupError, ValueError, TypeError) as exc:
         raise UsageError(str(exc).strip("'\"")) from None
     cache = magics.__dict__.setdefault("_predict_clients", {})
@@ -265,8 +273,16 @@ def _is_request_dict(value) -> bool:
     return bool(keys) and keys <= _BODY_KEYS and bool(keys & {"instances", "inputs"})
 
 
-def _print_snippet(client, args, body) -> None:
-    from tfserve_magic.predict_view import request_snippet
+def _print_snippet(magics, client, args, body) -> None:
+    from tfserve_magic.predict_view import grpc_snippet, request_snippet
 
+    if args.show == "grpc":
+        grpc = client if client.protocol == "grpc" else _client(magics, args.name, "grpc")
+        kwargs = {"inputs": body["inputs"]} if "inputs" in body else {
+            "instances": body["instances"]}
+        request = grpc.build_request(**kwargs, signature_name=body.get("signature_name"),
+                                     version=args.version, label=args.label)
+        print(grpc_snippet(grpc.target, request, timeout=grpc.timeout).code)
+        return
     url = client.model_url(args.version, args.label) + ":predict"
     print(request_snippet(args.show, url, body).code)

@@ -21,9 +21,11 @@ import numpy as np
 from tfserve_magic._text import html_table, text_table
 from tfserve_magic.client import Prediction, decode_json, encode_json
 
-__all__ = ["PredictionResult", "RequestSnippet", "request_snippet", "SNIPPET_KINDS"]
+__all__ = [
+    "PredictionResult", "RequestSnippet", "request_snippet", "grpc_snippet", "SNIPPET_KINDS",
+]
 
-SNIPPET_KINDS = ("curl", "python", "node")
+SNIPPET_KINDS = ("curl", "python", "node", "grpc")
 _MISMATCH_STYLE = "background-color:#fdd"
 _CLASSIFIER_NAME = re.compile(r"prob|score|softmax|logit|class", re.IGNORECASE)
 
@@ -287,8 +289,11 @@ def request_snippet(
     it). A body longer than ``max_inline`` characters is written in full to a file that the
     code reads, and only an abridged preview, marked as such, is shown inline.
     """
-    if kind not in SNIPPET_KINDS:
-        raise ValueError(f"unknown snippet kind {kind!r}: use one of {', '.join(SNIPPET_KINDS)}")
+    if kind not in SNIPPET_KINDS or kind == "grpc":
+        kinds = ", ".join(k for k in SNIPPET_KINDS if k != "grpc")
+        raise ValueError(
+            f"unknown snippet kind {kind!r}: use one of {kinds} (grpc_snippet writes gRPC code)"
+        )
     data = body.encode("utf-8") if isinstance(body, str) else body
     if not isinstance(data, (bytes, bytearray)):
         data = encode_json(data)
@@ -304,6 +309,18 @@ def request_snippet(
 
 
 def _save_body(data: bytes, url: str, body_dir) -> Path:
+    folder = _requests_folder(body_dir)
+    model = re.sub(r"[^\w.-]", "_", url.rsplit("/models/", 1)[-1].split(":")[0].split("/")[0])
+    path = folder / f"{model or 'request'}-{hashlib.sha256(data).hexdigest()[:12]}.json"
+    if not path.exists() or path.stat().st_size != len(data):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def _requests_folder(body_dir) -> Path:
+    """Where large request bodies are saved for the snippets that read them."""
     if body_dir is None and os.environ.get("TFSERVE_MAGIC_HOME"):  # the per-user state folder
         folder = Path(os.environ["TFSERVE_MAGIC_HOME"]) / "requests"
     elif body_dir is None:
@@ -315,13 +332,7 @@ def _save_body(data: bytes, url: str, body_dir) -> Path:
     else:
         folder = Path(body_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    model = re.sub(r"[^\w.-]", "_", url.rsplit("/models/", 1)[-1].split(":")[0].split("/")[0])
-    path = folder / f"{model or 'request'}-{hashlib.sha256(data).hexdigest()[:12]}.json"
-    if not path.exists() or path.stat().st_size != len(data):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return path
+    return folder
 
 
 def _preview(data: bytes, budget: int) -> str:
@@ -400,3 +411,71 @@ def _node(url: str, text: str, path, preview, size) -> str:
         + "  body,\n"
         + "}).then(async (response) => console.log(response.status, await response.text()));"
     )
+
+
+def grpc_snippet(target: str, request, *, timeout: float = 30.0, max_inline: int = 2000,
+                 body_dir: str | os.PathLike | None = None) -> RequestSnippet:
+    """Python code with TF Serving's official gRPC stubs that sends ``request`` (a
+    ``PredictRequest``) to ``target`` (``host:port``). Inputs are written as numpy literals, or
+    saved to ``.npy`` files the code loads when they are larger than ``max_inline``."""
+    from tfserve_magic import tensor_proto
+
+    spec = request.model_spec
+    lines = [
+        "import grpc",
+        "import numpy as np",
+        "import tensorflow as tf",
+        "from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc",
+        "",
+        "channel = grpc.insecure_channel(",
+        f"    {target!r},",
+        "    options=[('grpc.max_send_message_length', -1),",
+        "             ('grpc.max_receive_message_length', -1)],",
+        ")",
+        "stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)",
+        "request = predict_pb2.PredictRequest()",
+        f"request.model_spec.name = {spec.name!r}",
+    ]
+    if spec.signature_name:
+        lines.append(f"request.model_spec.signature_name = {spec.signature_name!r}")
+    which = spec.WhichOneof("version_choice")
+    if which == "version":
+        lines.append(f"request.model_spec.version.value = {spec.version.value}")
+    elif which == "version_label":
+        lines.append(f"request.model_spec.version_label = {spec.version_label!r}")
+    total = 0
+    first_path = None
+    for name, proto in request.inputs.items():
+        array = tensor_proto.to_numpy(proto)
+        total += array.nbytes
+        literal = _numpy_literal(array)
+        if len(literal) > max_inline:
+            path = _save_array(array, spec.name, body_dir)
+            first_path = first_path or path
+            lines.append(f"# {name}: {array.dtype} {list(array.shape)}, saved by %%predict")
+            literal = f"np.load({str(path)!r}, allow_pickle={array.dtype == object})"
+        lines.append(f"request.inputs[{name!r}].CopyFrom(tf.make_tensor_proto({literal}))")
+    if request.output_filter:
+        lines.append(f"request.output_filter.extend({list(request.output_filter)!r})")
+    lines += [
+        f"response = stub.Predict(request, {timeout:g})  # timeout in seconds",
+        "outputs = {name: tf.make_ndarray(t) for name, t in response.outputs.items()}",
+        "print(response.model_spec.version.value, outputs)",
+    ]
+    return RequestSnippet("grpc", "\n".join(lines), first_path, total)
+
+
+def _numpy_literal(array: np.ndarray) -> str:
+    if array.dtype == object:
+        return f"np.array({array.tolist()!r}, dtype=object)"
+    return f"np.array({array.tolist()!r}, dtype={array.dtype.name!r})"
+
+
+def _save_array(array: np.ndarray, model: str, body_dir) -> Path:
+    data = array.tobytes() if array.dtype != object else repr(array.tolist()).encode()
+    digest = hashlib.sha256(data + str(array.shape).encode()).hexdigest()[:12]
+    safe = re.sub(r"[^\w.-]", "_", model) or "request"
+    path = _requests_folder(body_dir) / f"{safe}-{digest}.npy"
+    if not path.exists():
+        np.save(path, array, allow_pickle=array.dtype == object)
+    return path

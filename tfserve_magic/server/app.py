@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from tfserve_magic.server import codec
+from tfserve_magic.server import codec, inference
 from tfserve_magic.server.status import CODE_FOR_HTTP, ServingError, invalid
 
 log = logging.getLogger("tfserve_magic.server")
@@ -201,35 +201,25 @@ class ServingApp:
         request = codec.parse_examples(body, api)
         servable = self.manager.resolve(name, version, label)
         signature = servable.example_signature(request.signature_name, api)
-        serialized = np.empty(len(request.serialized), dtype=object)
-        serialized[:] = list(request.serialized)
+        serialized = inference.example_tensor(request.serialized)
         outputs = await self._run(servable, signature, {"inputs": serialized}, api=api)
         count = len(serialized)
-        if self.metrics is not None:
-            self.metrics.example_counts.observe(count, name)
-            self.metrics.example_count_total.inc(name, by=count)
+        inference.record_examples(self.metrics, name, count)
         if api == "classify":
-            return codec.encode_classify(*_classification_outputs(outputs, count))
-        return codec.encode_regress(_regression_outputs(outputs, count))
+            return codec.encode_classify(*inference.classification_outputs(outputs, count))
+        return codec.encode_regress(inference.regression_outputs(outputs, count))
 
     async def _run(self, servable, signature, tensors, *, api: str) -> dict:
         """Run the model: batched, inline when cheap, otherwise in the pool with a deadline."""
         if self.batcher is not None and api == "predict":
-            key = (servable.model_name, servable.version, signature.name)
+            key = inference.batch_key(servable, signature)
             future = self.batcher.submit(key, signature, tensors)
             return await self._deadline(asyncio.wrap_future(future))
         elements = sum(int(np.size(v)) for v in tensors.values()) or 1
         per_element = signature.seconds_per_element
-        metrics = self.metrics
 
         def timed():
-            started = time.perf_counter()
-            result = signature.run(tensors)
-            seconds = time.perf_counter() - started
-            _learn(signature, elements, seconds)
-            if metrics is not None:
-                metrics.runtime_latency.observe(seconds * 1e6, servable.model_name, api, "TF")
-            return result
+            return inference.timed_run(servable, signature, tensors, api=api, metrics=self.metrics)
 
         if per_element is not None and per_element * elements <= self.inline_budget_s:
             return timed()
@@ -244,71 +234,6 @@ class ServingApp:
             return await asyncio.wait_for(awaitable, self.timeout_s)
         except asyncio.TimeoutError:
             raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
-
-
-def _learn(signature, elements: int, seconds: float) -> None:
-    """Track the model's cost per input element (decides inline vs pool): a slower call
-    raises the estimate at once, faster calls lower it gradually, so one surprisingly slow
-    call is enough to keep the next ones off the event loop."""
-    sample = seconds / elements
-    old = signature.seconds_per_element
-    if old is None or sample > old:
-        signature.seconds_per_element = sample
-    else:
-        signature.seconds_per_element = 0.9 * old + 0.1 * sample
-
-
-def _dt_name(array: np.ndarray) -> str:
-    """TensorFlow's DataType name of an output array (DT_FLOAT, DT_STRING, ...)."""
-    name = array.dtype.name
-    return "DT_" + {"float32": "FLOAT", "float64": "DOUBLE", "float16": "HALF",
-                    "object": "STRING", "bytes": "STRING"}.get(name, name.upper())
-
-
-def _shape_text(array: np.ndarray) -> str:
-    """A shape as TensorShape::DebugString prints it: [2,3]."""
-    return "[" + ",".join(str(d) for d in array.shape) + "]"
-
-
-def _classification_outputs(outputs: dict, count: int):
-    """TF Serving's PostProcessClassificationResult checks, in its order and words."""
-    classes, scores = outputs.get("classes"), outputs.get("scores")
-    for name, value, dtype in (("classes", classes, "DT_STRING"), ("scores", scores, "DT_FLOAT")):
-        if value is None:
-            continue
-        if value.ndim != 2:
-            raise invalid(
-                f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(value)}"
-            )
-        if _dt_name(value) != dtype:
-            raise invalid(f"Expected {name} Tensor of {dtype}. Got: {_dt_name(value)}")
-        if value.shape[0] != count:
-            raise invalid(
-                f"Expected {name} output batch size of {count}. Got: {value.shape[0]}"
-            )
-    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-        raise invalid(
-            "Tensors class and score should match in dim_size(1). Got "
-            f"{classes.shape[1]} vs. {scores.shape[1]}"
-        )
-    return classes, scores
-
-
-def _regression_outputs(outputs: dict, count: int) -> np.ndarray:
-    """TF Serving's PostProcessRegressionResult checks, in its order and words."""
-    values = outputs["outputs"]
-    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
-        raise invalid(
-            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{_shape_text(values)}"
-        )
-    if values.shape[0] != count:
-        raise invalid(
-            f"Input batch size did not match output batch size: {count} vs. {values.shape[0]}"
-        )
-    if _dt_name(values) != "DT_FLOAT":
-        raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: {_dt_name(values)}")
-    return values.reshape(count)
 
 
 def _proto_style_json(value: dict) -> bytes:

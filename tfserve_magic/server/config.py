@@ -87,6 +87,11 @@ def parse_model_config(path: str) -> list[ModelSpec]:
     )
     if config.WhichOneof("config") == "custom_model_config":
         raise ConfigError("ModelServer does not yet support custom model config.")
+    return specs_from_config(config, path)
+
+
+def specs_from_config(config, path: str = "config") -> list[ModelSpec]:
+    """The ModelSpecs of a ``ModelServerConfig`` message (its ``model_config_list``)."""
     specs: list[ModelSpec] = []
     seen: set[str] = set()
     for cfg in config.model_config_list.config:

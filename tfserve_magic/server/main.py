@@ -1,7 +1,7 @@
-"""``python -m tfserve_magic serve``: tensorflow_model_server's flags -> a running REST server.
+"""``python -m tfserve_magic serve``: tensorflow_model_server's flags -> a running server.
 
 Start-up order follows TF Serving: parse flags, load every model (in parallel), and only then
-open the REST port, so a client never sees a half-started server. Once the port is bound the
+open the gRPC and REST ports, so a client never sees a half-started server. Once the port is bound the
 info file the process manager waits for is written atomically; it is removed on exit.
 """
 
@@ -34,7 +34,11 @@ class Flag:
 
 # tensorflow_model_server's flags we implement (same names and defaults), then our additions.
 FLAGS: dict[str, Flag] = {
-    "port": Flag(int, 8500, "gRPC port (accepted; gRPC is not served yet)"),
+    "port": Flag(int, 8500, "gRPC port (0 picks a free port, -1 serves no gRPC over TCP)"),
+    "grpc_socket_path": Flag(str, "", "also serve gRPC on this Unix socket"),
+    "grpc_max_threads": Flag(int, 4 * _CPUS, "threads of the gRPC server"),
+    "grpc_channel_arguments": Flag(str, "", "gRPC server options: key=value,key=value"),
+    "enable_grpc_healthcheck_service": Flag(bool, False, "serve grpc.health.v1.Health"),
     "rest_api_port": Flag(
         int, 0, "HTTP/REST port; 0 picks a free port (TF Serving: 0 disables REST)"
     ),
@@ -79,12 +83,8 @@ OUR_FLAGS = ("host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_f
 
 # tensorflow_model_server flags this server refuses by name rather than silently ignoring.
 UNSUPPORTED = {
-    "grpc_socket_path": "gRPC is not served yet",
-    "grpc_channel_arguments": "gRPC is not served yet",
-    "grpc_max_threads": "gRPC is not served yet",
-    "enable_grpc_healthcheck_service": "gRPC is not served yet",
-    "ssl_config_file": "gRPC is not served yet",
-    "use_alts_credentials": "gRPC is not served yet",
+    "ssl_config_file": "gRPC is served without TLS (bind 127.0.0.1 or use a proxy)",
+    "use_alts_credentials": "gRPC is served without ALTS",
     "enable_per_model_batching_parameters": "per-model batching_params.pbtxt is not read",
     "tensorflow_session_config_file": "session ConfigProto files are not supported",
     "platform_config_file": "platform config files are not supported",
@@ -103,7 +103,7 @@ UNSUPPORTED = {
     "xla_gpu_compilation_enabled": "XLA compilation flags are not supported",
     "mixed_precision": "mixed precision is not supported",
     "thread_pool_factory_config_file": "not supported",
-    "enable_serialization_as_tensor_content": "gRPC is not served yet",
+    "enable_serialization_as_tensor_content": "gRPC responses always use the typed fields",
 }
 
 
@@ -203,6 +203,11 @@ def _check(flags: dict) -> None:
         )
     if not 0 <= flags["rest_api_port"] <= 65535:
         raise FlagError(f"--rest_api_port must be between 0 and 65535, not {flags['rest_api_port']}")
+    for item in flags["grpc_channel_arguments"].split(","):
+        if item.strip() and "=" not in item:
+            raise FlagError(f"--grpc_channel_arguments: {item.strip()!r} is not key=value")
+    if not -1 <= flags["port"] <= 65535:
+        raise FlagError(f"--port must be between -1 and 65535, not {flags['port']}")
     if flags["rest_api_max_body_bytes"] <= 0:
         raise FlagError("--rest_api_max_body_bytes must be positive")
 
@@ -383,8 +388,6 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
 
     if flags["parent_pid"]:
         _watch_parent(flags["parent_pid"], lambda: os.kill(os.getpid(), signal.SIGTERM))
-    if flags["port"]:
-        log.info("gRPC (--port=%d) is not served by this server yet; REST only", flags["port"])
     try:
         if flags["model_config_file"]:
             specs = cfg.parse_model_config(flags["model_config_file"])
@@ -404,6 +407,7 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
         return 1
 
     tf = _configure_tensorflow(flags)
+    from tfserve_magic.server.grpc_server import GrpcStartError
     from tfserve_magic.server.metrics import ServerMetrics
     from tfserve_magic.server.models import ModelManager
 
@@ -472,6 +476,9 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
     }
     try:
         _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_handlers)
+    except GrpcStartError as exc:
+        log.error("Failed to start server. Error: %s", exc)
+        return 1
     finally:
         manager.stop()
         sock.close()
@@ -494,6 +501,13 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     executor = ThreadPoolExecutor(
         max_workers=max(1, flags["rest_api_num_threads"]), thread_name_prefix="model-call"
     )
+    try:
+        grpc_server = _start_grpc(flags, manager, metrics, batcher, info)
+    except BaseException:
+        if batcher is not None:
+            batcher.stop()
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
     app = ServingApp(
         manager,
         metrics=metrics,
@@ -547,10 +561,34 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     try:
         loop.run_until_complete(server.serve(sockets=[sock]))
     finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=1)
         if batcher is not None:
             batcher.stop()
         executor.shutdown(wait=False, cancel_futures=True)
         loop.close()
+
+
+def _start_grpc(flags, manager, metrics, batcher, info):
+    """Open the gRPC port (after the initial load, like TF Serving) and note it in the info.
+
+    An explicit ``--port`` that cannot be bound stops the start; the default 8500 being taken
+    (another server on this machine) only logs a warning and serves REST (docs/compatibility.md).
+    """
+    from tfserve_magic.server.grpc_server import GrpcStartError, start_grpc
+
+    explicit = any(a.lstrip("-").split("=")[0] == "port" for a in info["argv"])
+    try:
+        server, port = start_grpc(flags, manager, metrics, batcher)
+    except GrpcStartError as exc:
+        if explicit or flags["grpc_socket_path"]:
+            raise
+        log.warning("%s; serving REST only (pass --port=0 for a free gRPC port)", exc)
+        return None
+    info["grpc_port"] = port
+    if flags["grpc_socket_path"]:
+        info["grpc_socket_path"] = os.path.abspath(flags["grpc_socket_path"])
+    return server
 
 
 try:

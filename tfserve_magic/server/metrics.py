@@ -149,10 +149,12 @@ class ServerMetrics:
             self.padding_size,
         ]
 
-    def record_request(self, model_name: str, code: str, api: str, seconds: float) -> None:
+    def record_request(
+        self, model_name: str, code: str, api: str, seconds: float, entrypoint: str = "REST"
+    ) -> None:
         self.request_count.inc(model_name, code)
         if code == "OK":
-            self.request_latency.observe(seconds * 1e6, model_name, api, "REST")
+            self.request_latency.observe(seconds * 1e6, model_name, api, entrypoint)
 
     def record_load(self, model_path: str, ok: bool, seconds: float) -> None:
         self.load_attempts.inc(model_path, "success" if ok else "fail")
