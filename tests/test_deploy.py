@@ -397,6 +397,19 @@ def test_multi_model_config_with_labels_serves_on_our_server(small_models, tmp_p
         reply = requests.post(f"{server.url}/v1/models/{path}:predict", json=x, timeout=30)
         assert reply.status_code == 200, reply.text
         assert reply.json()["predictions"] == [expected]
+    # the recipe's second port: TF Serving's gRPC API, through the official stubs
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "alpha"
+    request.model_spec.version_label = "canary"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0, 2.0, 3.0]], dtype=tf.float32))
+    with grpc.insecure_channel(f"127.0.0.1:{server.info['grpc_port']}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        reply = stub.Predict(request, timeout=30)
+    assert tf.make_ndarray(reply.outputs["y"]).tolist() == [[3.0, 4.0, 5.0]]
     metrics = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=30)
     assert metrics.status_code == 200
     smoke = subprocess.run(["sh", str(out / "smoke_test.sh"), server.url],
