@@ -50,7 +50,8 @@ def wrk_path() -> Optional[str]:
     return shutil.which("wrk")
 
 
-def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> LoadResult:
+def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float,
+            marker: str = "predictions") -> LoadResult:
     """Drive ``url`` with wrk (one thread: the generator shares the cores with the server)."""
     command = [
         wrk_path() or "wrk",
@@ -64,6 +65,7 @@ def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> Load
         url,
         "--",
         str(body_file),
+        marker,  # a 200 without this key in its body counts as bad
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 180)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
@@ -83,14 +85,22 @@ def run_wrk(url: str, body_file: Path, concurrency: int, seconds: float) -> Load
     )
 
 
-def prediction_checker(expected: np.ndarray, atol: float = 1e-4) -> Callable[[bytes], bool]:
-    """A function telling whether a response body holds ``expected`` as its predictions."""
+def prediction_checker(expected: np.ndarray, atol: float = 1e-4,
+                       protocol: str = "v1") -> Callable[[bytes], bool]:
+    """A function telling whether a response body holds ``expected`` as its predictions
+    (``protocol="v2"``: an Open Inference Protocol answer, first output, flat data + shape)."""
     import orjson
 
     def check(body: bytes) -> bool:
         try:
-            predictions = np.asarray(orjson.loads(body)["predictions"], dtype=np.float32)
-        except (ValueError, KeyError, TypeError):
+            answer = orjson.loads(body)
+            if protocol == "v2":
+                output = answer["outputs"][0]
+                predictions = np.asarray(output["data"], dtype=np.float32).reshape(
+                    output["shape"])
+            else:
+                predictions = np.asarray(answer["predictions"], dtype=np.float32)
+        except (ValueError, KeyError, TypeError, IndexError):
             return False
         return predictions.shape == expected.shape and bool(
             np.allclose(predictions, expected, atol=atol, rtol=0)

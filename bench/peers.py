@@ -39,13 +39,41 @@ class PeerSpec:
 PEERS = {
     "flask": PeerSpec("flask", "Flask, tutorial style (threaded dev server)", "Flask"),
     "fastapi": PeerSpec("fastapi", "FastAPI + pydantic body model (uvicorn)", "FastAPI"),
-    "ours": PeerSpec("ours", "tfserve_magic serve (default flags)", "ours"),
+    "kserve": PeerSpec("kserve", "KServe 0.21 model server (kserve.Model, V1)", "KServe"),
+    "mlserver": PeerSpec("mlserver", "MLServer 1.7 (custom runtime, V2)", "MLServer"),
+    "ours": PeerSpec("ours", "tfserve_magic serve --workers=1", "ours"),
+    "ours_w2": PeerSpec("ours_w2", "tfserve_magic serve --workers=2", "ours x2"),
+    "ours_wauto": PeerSpec("ours_wauto", "tfserve_magic serve --workers=auto", "ours auto"),
     "ours_batching": PeerSpec(
-        "ours_batching", "tfserve_magic serve --enable_batching", "ours + batching"
+        "ours_batching", "tfserve_magic serve --enable_batching (1 worker)", "ours + batching"
     ),
     "tfs": PeerSpec("tfs", "tensorflow_model_server (TF Serving)", "TF Serving"),
     "ceiling": PeerSpec("ceiling", "in-process loop, no HTTP (ceiling)", "in-process ceiling"),
 }
+
+
+def ours_key(workers: str) -> str:
+    """The peer key of our server with ``--workers=workers`` (registered on first use)."""
+    workers = str(workers).strip().lower()
+    key = "ours" if workers == "1" else f"ours_w{workers}"
+    if key not in PEERS:
+        PEERS[key] = PeerSpec(key, f"tfserve_magic serve --workers={workers}", f"ours x{workers}")
+    return key
+
+
+def workers_of(key: str) -> str:
+    return "1" if key in ("ours", "ours_batching") else key[len("ours_w"):]
+
+
+def v2_body(v1_body: bytes) -> bytes:
+    """The same images as one V2 (Open Inference Protocol) FP32 tensor, for MLServer."""
+    import numpy as np
+    import orjson
+
+    x = np.asarray(orjson.loads(v1_body)["instances"], dtype=np.float32)
+    tensor = {"name": "x", "shape": list(x.shape), "datatype": "FP32",
+              "data": x.reshape(-1).tolist()}
+    return orjson.dumps({"inputs": [tensor]})
 
 
 def free_port() -> int:
@@ -76,6 +104,7 @@ def ours_command(base_path: Path, info_file: Path, *extra: str, port: int = 0) -
         f"--info_file={info_file}",
         f"--parent_pid={os.getpid()}",  # gone with the harness, however it ends
         *extra,
+        *([] if any(e.startswith("--workers") for e in extra) else ["--workers=1"]),
     ]
 
 
@@ -89,6 +118,29 @@ class RunningPeer:
     url: str = ""
     info_file: Optional[Path] = None
     started_at: float = field(default_factory=time.perf_counter)
+    protocol: str = "v1"  # "v2": MLServer's bodies and answers (see body_file)
+    workdir: Optional[Path] = None
+
+    def body_file(self, v1_file: Path) -> Path:
+        """The body this peer is sent for the images in ``v1_file`` (V1 JSON)."""
+        if self.protocol == "v1":
+            return v1_file
+        converted = (self.workdir or v1_file.parent) / f"{self.protocol}-{v1_file.name}"
+        if not converted.exists():
+            converted.write_bytes(v2_body(v1_file.read_bytes()))
+        return converted
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the serving process and its children (all workers)."""
+        try:
+            root = psutil.Process(self.pid)
+            total = 0.0
+            for proc in [root, *root.children(recursive=True)]:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            return total
+        except psutil.Error:
+            return float("nan")
 
     @property
     def pid(self) -> int:
@@ -163,6 +215,7 @@ def start_peer(
     env = tf_env()
     port = free_port()
     info_file = None
+    protocol = "v1"
     if key == "ceiling":
         command = [sys.executable, "-m", "bench.ceiling", str(saved_model)]
         with open(log_path, "w") as log:
@@ -177,12 +230,22 @@ def start_peer(
         env["BENCH_SAVED_MODEL"] = str(saved_model)
         command = [sys.executable, "-m", "uvicorn", "bench.fastapi_peer:app"]
         command += ["--host", "127.0.0.1", "--port", str(port)]
-    elif key in ("ours", "ours_batching"):
+    elif key in ("kserve", "mlserver"):
+        from bench import peer_envs
+
+        python = str(peer_envs.ensure(key))
+        if key == "kserve":
+            command = [python, str(REPO / "bench" / "kserve_peer.py"), str(saved_model), str(port)]
+        else:
+            command = [python, "-m", "bench.mlserver_peer", str(saved_model.resolve()), str(port),
+                       str(workdir / f"mlserver{tag}")]
+            protocol = "v2"
+    elif key.startswith("ours"):
         info_file = workdir / f"{key}{tag}.info.json"
         info_file.unlink(missing_ok=True)
-        extra = []
+        extra = [f"--workers={workers_of(key)}"]
         if key == "ours_batching":
-            extra = ["--enable_batching", f"--batching_parameters_file={batching_file}"]
+            extra += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
         command = ours_command(base_path, info_file, *extra)
     elif key == "tfs":
         command = [shutil.which("tensorflow_model_server") or "tensorflow_model_server"]
@@ -191,12 +254,15 @@ def start_peer(
     else:
         raise KeyError(f"unknown peer {key!r}; known: {', '.join(PEERS)}")
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True
+        process = subprocess.Popen(  # MLServer writes a .metrics folder into its cwd
+            command, cwd=workdir if key == "mlserver" else REPO, env=env, stdout=log,
+            stderr=log, start_new_session=True,
         )
-    peer = RunningPeer(spec, process, log_path, info_file=info_file)
+    peer = RunningPeer(spec, process, log_path, info_file=info_file, protocol=protocol,
+                       workdir=workdir)
     if info_file is None:
-        peer.url = f"http://127.0.0.1:{port}{PREDICT_PATH}"
+        path = f"/v2/models/{MODEL_NAME}/infer" if protocol == "v2" else PREDICT_PATH
+        peer.url = f"http://127.0.0.1:{port}{path}"
     return peer
 
 
@@ -217,8 +283,9 @@ def wait_ready(peer: RunningPeer, probe_body: bytes, timeout: float = 180.0) -> 
         status, answer = _predict(peer.url, probe_body) if peer.url else (None, b"")
         if status == 200:
             return time.perf_counter() - peer.started_at
-        # TF Serving binds its port before the model is loaded; the others answer once ready.
-        if status is not None and not (peer.spec.key == "tfs" and status in (404, 503)):
+        # TF Serving and MLServer bind their port before the model is loaded.
+        if status is not None and not (peer.spec.key in ("tfs", "mlserver")
+                                       and status in (400, 404, 503)):
             raise RuntimeError(
                 f"{peer.spec.label} answered the first predict with HTTP {status}: "
                 f"{answer[:500].decode(errors='replace')}"

@@ -26,13 +26,14 @@ from bench.peers import (
     REPO,
     CeilingPeer,
     RunningPeer,
+    ours_key,
     start_peer,
     tf_env,
     wait_ready,
 )
 from bench.sweep import sweep
 
-HTTP_PEERS = ("flask", "fastapi", "ours", "ours_batching", "tfs")
+OTHER_PEERS = ("flask", "fastapi", "kserve", "mlserver", "tfs", "ceiling")
 SAMPLE_CHECKS = 3  # responses per wrk measurement whose values the Python client checks
 
 
@@ -48,9 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated (default 1,8,32)")
     parser.add_argument("--bodies", default="1,100", help="images per request (default 1,100)")
     parser.add_argument(
-        "--peers", default="flask,fastapi,ours,ours_batching,tfs,ceiling",
-        help="comma-separated subset; tfs is skipped when tensorflow_model_server is not on PATH",
+        "--peers", default="flask,fastapi,kserve,mlserver,ours,ours_batching,tfs,ceiling",
+        help="comma-separated subset (`none`: our server only); `ours` is our server with each "
+             "--workers value; tfs is skipped when tensorflow_model_server is not on PATH; "
+             "kserve and mlserver are pip-installed into build/bench/venvs/ on first use",
     )
+    parser.add_argument("--workers", default="1,2,auto",
+                        help="our server's --workers values to measure (default 1,2,auto)")
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--profile", choices=["auto", "always", "never"],
                         help="py-spy our server: when a target is missed (auto; the default, "
@@ -64,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batching-sweep", choices=["auto", "on", "off"], default="auto",
                         help="try a few batching settings at 1 image, c=32 (auto: not with "
                              "--quick)")
+    parser.add_argument("--tail", choices=["auto", "on", "off"], default="auto",
+                        help="where the p99 at 1 image, c=32 goes (bench/tail.py; needs wrk; "
+                             "auto: on)")
     parser.add_argument("--from-results", type=Path, metavar="JSON",
                         help="measure nothing: rewrite the docs from a saved results.json")
     parser.add_argument("--build-dir", type=Path, default=REPO / "build" / "bench")
@@ -82,10 +90,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.bodies) - set(BODY_SIZES)
     if unknown:
         parser.error(f"--bodies: only {BODY_SIZES} are prepared, not {sorted(unknown)}")
-    args.peers = [p for p in args.peers.split(",") if p]
-    for key in args.peers:
-        if key not in PEERS:
-            parser.error(f"--peers: unknown {key!r}; known: {', '.join(PEERS)}")
+    wanted = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if wanted == ["none"]:
+        wanted = ["ours"]
+    args.peers = []
+    for key in wanted:
+        if key == "ours":
+            for value in args.workers.split(","):
+                try:
+                    args.peers.append(ours_key(_workers_value(value)))
+                except ValueError as exc:
+                    parser.error(f"--workers: {exc}")
+        elif key not in PEERS:
+            parser.error(f"--peers: unknown {key!r}; known: {', '.join(PEERS)}, none")
+        else:
+            args.peers.append(key)
+    args.peers = list(dict.fromkeys(args.peers))
     if "tfs" in args.peers and not shutil.which("tensorflow_model_server"):
         args.peers.remove("tfs")
     if args.generator == "auto":
@@ -93,6 +113,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     elif args.generator == "wrk" and not load.wrk_path():
         parser.error("--generator wrk: wrk is not installed (apt-get install wrk)")
     return args
+
+
+def _workers_value(text: str) -> str:
+    from tfserve_magic.server.workers import parse_workers
+
+    count = parse_workers(text)
+    return "auto" if count is None else str(count)
+
+
+def http_keys(peers) -> list:
+    """The HTTP peers among ``peers``, in the report's order."""
+    return [k for k in PEERS if k in peers and k != "ceiling"]
 
 
 def prepare_assets(build_dir: Path) -> BenchAssets:
@@ -108,16 +140,23 @@ def prepare_assets(build_dir: Path) -> BenchAssets:
 
 def measure_http(peer: RunningPeer, assets: BenchAssets, n_images: int, concurrency: int,
                  seconds: float, generator: str) -> dict:
-    body = assets.body_bytes(n_images)
-    check = load.prediction_checker(assets.expected[("A", n_images)])
+    body_file = peer.body_file(assets.bodies[n_images])
+    body = body_file.read_bytes()
+    check = load.prediction_checker(assets.expected[("A", n_images)], protocol=peer.protocol)
+    cpu_before, wall_before = peer.cpu_seconds(), time.perf_counter()
     if generator == "wrk":
         wrong = load.check_sample(peer.url, body, check, SAMPLE_CHECKS)
-        result = load.run_wrk(peer.url, assets.bodies[n_images], concurrency, seconds)
+        cpu_before, wall_before = peer.cpu_seconds(), time.perf_counter()
+        marker = "outputs" if peer.protocol == "v2" else "predictions"
+        result = load.run_wrk(peer.url, body_file, concurrency, seconds, marker)
         result.errors += wrong
         result.checked += SAMPLE_CHECKS
     else:
         result = load.run_python(peer.url, body, concurrency, seconds, check)
-    return result.to_dict()
+    row = result.to_dict()
+    # How many cores the server kept busy (all its processes): the workers' whole point.
+    row["server_cores"] = (peer.cpu_seconds() - cpu_before) / (time.perf_counter() - wall_before)
+    return row
 
 
 def _generator_for(args, assets: BenchAssets, peer: RunningPeer, n_images: int) -> str:
@@ -126,9 +165,9 @@ def _generator_for(args, assets: BenchAssets, peer: RunningPeer, n_images: int) 
     them finish and counts them; at these rates it costs the shared cores next to nothing."""
     if args.generator != "wrk":
         return args.generator
-    check = load.prediction_checker(assets.expected[("A", n_images)])
-    one_by_one = load.run_python(peer.url, assets.body_bytes(n_images), 1, 60.0, check,
-                                 max_requests=3)
+    check = load.prediction_checker(assets.expected[("A", n_images)], protocol=peer.protocol)
+    body = peer.body_file(assets.bodies[n_images]).read_bytes()
+    one_by_one = load.run_python(peer.url, body, 1, 60.0, check, max_requests=3)
     return "python" if one_by_one.per_second < load.SLOW_PEER_PER_SECOND else "wrk"
 
 
@@ -146,9 +185,9 @@ def measure_ceiling(peer: CeilingPeer, assets: BenchAssets, n_images: int, secon
 def run_rounds(args, assets: BenchAssets, peers: dict) -> list:
     """Every (round, body, concurrency, peer) measurement, peers alternating between rounds."""
     rows = []
-    http_keys = [k for k in HTTP_PEERS if k in peers]
+    keys = http_keys(peers)
     generators = {}  # (peer, images) -> the load generator its cells use
-    for key in http_keys:  # warm-up: first calls, thread pools, caches; not recorded
+    for key in keys:  # warm-up: first calls, thread pools, caches; not recorded
         for n_images in args.bodies:
             generators[key, n_images] = _generator_for(args, assets, peers[key], n_images)
             measure_http(peers[key], assets, n_images, 8, args.warmup, "python")
@@ -158,8 +197,8 @@ def run_rounds(args, assets: BenchAssets, peers: dict) -> list:
                 row = measure_ceiling(peers["ceiling"], assets, n_images, args.seconds)
                 rows.append(_row("ceiling", round_index, n_images, 1, row, peers["ceiling"]))
             for c_index, concurrency in enumerate(args.concurrency):
-                shift = (round_index + c_index) % max(1, len(http_keys))
-                for key in http_keys[shift:] + http_keys[:shift]:
+                shift = (round_index + c_index) % max(1, len(keys))
+                for key in keys[shift:] + keys[:shift]:
                     peer = peers[key]
                     try:
                         row = measure_http(peer, assets, n_images, concurrency, args.seconds,
@@ -196,6 +235,7 @@ def summarise(rows: list) -> list:
             "p50_ms": statistics.median(r["p50_ms"] for r in cell),
             "p99_ms": statistics.median(r["p99_ms"] for r in cell),
             "rss_mb": max(r["rss_mb"] for r in cell),
+            "server_cores": statistics.median(r.get("server_cores", float("nan")) for r in cell),
             "errors": sum(r["errors"] for r in cell),
             "checked": sum(r["checked"] for r in cell),
             "requests": sum(r["requests"] for r in cell),
@@ -284,12 +324,16 @@ def main(argv=None) -> int:
     peers: dict = {}
     try:
         log(f"Starting peers: {', '.join(args.peers)} ...")
-        for key in args.peers:
-            peers[key] = start_peer(key, assets.versions["A"], assets.base_path, workdir)
-        probe = assets.body_bytes(1)
         results["ready_s"], results["failed_peers"] = {}, {}
+        for key in args.peers:
+            try:
+                peers[key] = start_peer(key, assets.versions["A"], assets.base_path, workdir)
+            except (OSError, subprocess.SubprocessError) as exc:  # e.g. pip could not install it
+                log(f"  {key} left out: {exc}")
+                results["failed_peers"][key] = str(exc)[:1500]
         for key in list(peers):
             try:
+                probe = peers[key].body_file(assets.bodies[1]).read_bytes()
                 results["ready_s"][key] = wait_ready(peers[key], probe)
             except RuntimeError as exc:  # reported, and the run goes on without it
                 log(f"  {key} left out: {exc}")
@@ -322,6 +366,12 @@ def main(argv=None) -> int:
         log("Batching parameters sweep (1 image, c=32) ...")
         results["batching_sweep"] = sweep(assets, workdir / "sweep", args.seconds,
                                           args.generator, log=log)
+    if args.tail != "off" and args.generator == "wrk":
+        from bench.tail import run_tail
+
+        log("Tail at 1 image, c=32: GC pauses and event-loop stalls (bench/tail.py) ...")
+        results["tail"] = _guarded(run_tail, assets, workdir / "tail",
+                                   4.0 if args.quick else 10.0, log=log)
     results["targets"] = report.evaluate_targets(results)
     results["profiles"] = _profiles(args, assets, workdir, results["targets"])
     results["elapsed_s"] = time.time() - started

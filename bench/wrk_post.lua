@@ -1,5 +1,6 @@
 -- wrk script for the benchmark: POST the body file given after `--` on every request, and
--- count every response that is not a 200 carrying "predictions" (values are checked
+-- count every response that is not a 200 carrying the marker given after it (default
+-- "predictions"; "outputs" for V2 answers) (values are checked
 -- separately by the harness's Python client). Prints one `BENCH {json}` line when done.
 local threads = {}
 
@@ -14,11 +15,12 @@ function init(args)
   wrk.body = file:read("*a")
   file:close()
   wrk.headers["Content-Type"] = "application/json"
+  marker = '"' .. (args[2] or "predictions") .. '"'
   bad = 0
 end
 
 function response(status, headers, body)
-  if status ~= 200 or not string.find(body, '"predictions"', 1, true) then
+  if status ~= 200 or not string.find(body, marker, 1, true) then
     bad = bad + 1
   end
 end

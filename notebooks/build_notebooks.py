@@ -26,10 +26,14 @@ HEADLESS_NOTE = (
 
 SETUP = """\
 %load_ext tfserve_magic
+import tfserve_magic as tfm
+
+# TensorFlow's C++ start-up lines go to a log file instead of red boxes here (do this before
+# importing tensorflow or keras; see the README)
+tfm.quiet_tensorflow()
 import keras
 import numpy as np
 
-import tfserve_magic as tfm
 from tfserve_magic.datasets import load_mnist
 
 data = load_mnist(n_train=N_TRAIN, n_test=N_TEST)
@@ -408,15 +412,19 @@ DRAW = [
     md("""
 # 4 · Draw a digit
 
-Draw a digit with the mouse; the strokes are turned into a 28x28 MNIST-style image (cropped,
-scaled to 20 px, centred by centre of mass) and sent to the served model. Without a browser, or
-without `ipycanvas`, the widget falls back to picking test images, and the strokes can be given
-from code, as done below.
+Draw a digit with the mouse (or a finger); the strokes are turned into a 28x28 MNIST-style image
+(cropped, scaled to 20 px, centred by centre of mass) and sent to the served model. The pad is an
+[anywidget](https://anywidget.dev): it needs no front-end extension, so it works in JupyterLab,
+Notebook 7, VS Code and Colab. Strokes can also be given from code, as done below.
+
+Run All, then draw: the server keeps running for the pad after the last cell.
 """),
     params("""
 N_TRAIN = 2000 if HEADLESS else 20000
 N_TEST = 200 if HEADLESS else 1000
 EPOCHS = 1 if HEADLESS else 3
+# the pad is used after Run All, so the server keeps running; unattended runs stop it at the end
+KEEP_SERVING = not HEADLESS
 """),
     code(SETUP),
     code(CLASSIC_MLP),
@@ -467,7 +475,17 @@ right.set_xticks(range(10))
 right.set_title(f"probabilities (top: {pad.top_class()})")
 plt.tight_layout()
 plt.show()"""),
-    code("%tfserve stop MLP"),
+    md("""
+## Done drawing?
+
+The server keeps answering the pad above. When you are done, stop it with `%tfserve stop MLP`
+(shutting the kernel down stops it too). If it is gone, the pad offers to start it again.
+"""),
+    code("""
+if KEEP_SERVING:
+    print("MLP keeps serving the drawing pad; run %tfserve stop MLP when you are done.")
+else:
+    %tfserve stop MLP"""),
 ]
 
 # ----------------------------------------------------------------------------- 05 any client

@@ -117,6 +117,12 @@ def test_gallery_shows_the_disagreements(client, data, direct):
     first = int(disagree[0])
     caption = widget.gallery.tiles[0][2].value
     assert f"A {direct[1][first]} · B {direct[2][first]} / true {y[first]}" in caption
+    # each side is coloured by its own correctness (A is not green where A is wrong)
+    for slot, i in enumerate(disagree[:8]):
+        caption = widget.gallery.tiles[slot][2].value
+        for side, pred in (("A", direct[1][i]), ("B", direct[2][i])):
+            color = "#1a7f37" if pred == y[i] else "#c62828"
+            assert f'<span style="color:{color}">{side} {pred}</span>' in caption
     widget.select_disagreements("b_right")
     assert widget.gallery.items.tolist() == widget.result.b_right_a_wrong.tolist()
     widget.show_choice.value = "a_right"  # the dropdown does the same

@@ -32,11 +32,11 @@ def _draw(widget, strokes):
 
 
 def _mouse(widget, strokes):
-    """Replay strokes as the browser's canvas events (through ipycanvas' own dispatch)."""
+    """Replay strokes as the browser's pad sends them: one state update per finished stroke
+    (``set_state`` is what an incoming front-end message calls)."""
     for stroke in strokes:
-        events = [("mouse_down", stroke[0])] + [("mouse_move", p) for p in stroke[1:]]
-        for event, (x, y) in events + [("mouse_up", stroke[-1])]:
-            widget.canvas._handle_frontend_event(None, {"event": event, "x": x, "y": y}, [])
+        sent = list(widget.canvas.strokes) + [[list(p) for p in stroke]]
+        widget.canvas.set_state({"strokes": sent})
 
 
 def _direct(client, image):
@@ -46,7 +46,7 @@ def _direct(client, image):
 def test_drawn_strokes_are_rasterized_and_sent_to_the_model(client):
     widget = DrawDigit(client, live=False)
     widget.raise_errors = True
-    assert widget.canvas is not None  # ipycanvas is installed here
+    assert widget.canvas is not None  # anywidget is installed here
     _draw(widget, L_STROKES)
     assert widget.strokes == [[(90.0, 40.0), (90.0, 120.0), (90.0, 230.0)],
                               [(90.0, 230.0), (200.0, 230.0)]]
@@ -61,21 +61,31 @@ def test_drawn_strokes_are_rasterized_and_sent_to_the_model(client):
     assert f"<b>{top}</b></span> {probs[top]:.1%}" in widget.top.value
     assert widget.bars.value.count("<div") == 10
     assert bytes(widget.preview.value).startswith(b"\x89PNG")
+    # the strokes drawn from code are shown on the pad too
+    assert widget.canvas.strokes == [[list(p) for p in s] for s in L_STROKES]
     assert widget.status.kind == "ok" and f"predicted {top}" in widget.status.text
     assert widget.latency.summary()["predict"]["count"] == 1
 
 
-def test_canvas_mouse_events_record_strokes_and_predict_live(client):
-    widget = DrawDigit(client)  # live: predicts on mouse up
-    canvas = widget.canvas
+def test_pad_strokes_from_the_browser_are_recorded_and_predicted_live(client):
+    from tfserve_magic.widgets.pad import DrawPad
+
+    widget = DrawDigit(client)  # live: predicts when a stroke ends
+    assert isinstance(widget.canvas, DrawPad)
+    # the pad keeps its own size (no CSS stretching) and ships its front end in the state
+    state = widget.canvas.get_state()
+    assert state["size"] == 280 and "pointerdown" in state["_esm"]
+    placeholder = bytes(widget.preview.value)
+    assert placeholder.startswith(b"\x89PNG")  # a black field, never an empty (broken) image
     _mouse(widget, [[(140, 40), (140, 140), (140, 240)]])
     assert widget.strokes == [[(140.0, 40.0), (140.0, 140.0), (140.0, 240.0)]]
     assert widget.status.kind == "ok", widget.status.value
     assert np.allclose(widget.probabilities, _direct(client, widget.current_image()), atol=1e-6)
-    canvas._handle_frontend_event(None, {"event": "mouse_move", "x": 10, "y": 10}, [])
-    assert len(widget.strokes) == 1  # moving without a pressed button draws nothing
+    assert bytes(widget.preview.value) != placeholder
     widget.clear_button.click()
     assert widget.strokes == [] and widget.probabilities is None and widget.top.value == ""
+    assert widget.canvas.strokes == []  # the pad is cleared in the browser too
+    assert bytes(widget.preview.value) == placeholder
 
 
 def test_predicting_nothing_says_so_in_the_status_line(client):
@@ -84,15 +94,15 @@ def test_predicting_nothing_says_so_in_the_status_line(client):
     assert widget.status.text == "Error: nothing to predict: draw a digit first"
 
 
-def test_fallback_without_ipycanvas_picks_test_images(client, mnist, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ipycanvas", None)  # import ipycanvas -> ImportError
-    assert draw_module.load_ipycanvas() is None
+def test_fallback_without_anywidget_picks_test_images(client, mnist, monkeypatch):
+    monkeypatch.setitem(sys.modules, "anywidget", None)  # import anywidget -> ImportError
+    monkeypatch.delitem(sys.modules, "tfserve_magic.widgets.pad", raising=False)
+    assert draw_module.load_pad() is None
     x, y = mnist.x_test[:30], mnist.y_test[:30]
     widget = DrawDigit(client, x=x, y=y)
     assert widget.canvas is None
-    assert "ipycanvas is not installed" in widget.message.value
-    assert "pip install ipycanvas" in widget.message.value
-    assert "tfserve-magic[canvas]" in widget.message.value
+    assert "anywidget is not installed" in widget.message.value
+    assert "pip install anywidget" in widget.message.value
     widget.picker.value = 7  # moving the slider predicts test image 7
     assert widget.status.kind == "ok", widget.status.value
     assert np.array_equal(widget.current_image(), x[7, :, :, 0])
@@ -132,3 +142,29 @@ def test_a_stopped_server_shows_an_error_not_an_exception(serve, mlp_export):
     assert widget.status.kind == "error"
     assert widget.status.text.startswith("Error: Request failed")
     assert "cannot connect" in widget.status.text
+    assert widget.status.offered is None  # nothing to offer without a way to restart
+
+
+def test_a_widget_whose_server_is_gone_offers_to_start_it_again(serve, mlp_export):
+    """After Run All a notebook may have stopped the server: the widget offers a restart, the
+    restart may come back on another port, and the failed prediction is repeated."""
+    first = serve(mlp_export)
+    started = []
+
+    def restart():
+        started.append(serve(mlp_export))  # a fresh server: a new free port
+        return started[-1]
+
+    widget = DrawDigit(first.url + "/v1/models/MLP", timeout=5, input_shape=(28, 28, 1),
+                       restart=restart)
+    first.stop()
+    _mouse(widget, L_STROKES[:1])
+    assert widget.status.kind == "error" and "cannot connect" in widget.status.text
+    assert widget.status.offered == "Start MLP again"
+    assert widget.status.action.layout.display != "none"
+    widget.status.action.click()
+    assert len(started) == 1
+    assert widget.client.base_url == started[0].url
+    assert widget.status.kind == "ok", widget.status.value
+    assert widget.top_class() is not None
+    assert widget.status.offered is None and widget.status.action.layout.display == "none"

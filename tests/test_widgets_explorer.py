@@ -54,9 +54,18 @@ def test_predictions_accuracy_and_confusion_matrix_equal_a_direct_computation(
     # what the user sees
     correct = int(np.sum(direct == y))
     assert f"accuracy {correct / N:.2%}</b> ({correct}/{N})" in explorer.summary.value
+    # one matrix: a heat map of buttons (the counts), per-class accuracy at the end of each row
     for (t, p), button in explorer.cell_buttons.items():
         assert button.description == str(counts[t, p])
-    assert bytes(explorer.matrix_image.value).startswith(b"\x89PNG")
+        if counts[t, p] == 0:
+            assert button.style.button_color == "#ffffff"
+    assert explorer.cell_buttons[(1, 1)].style.button_color.startswith("#")
+    assert explorer.cell_buttons[(1, 1)].style.button_color != "#ffffff"
+    for k, cell in explorer.recall_cells.items():
+        row = counts[k].sum()
+        assert (f"{counts[k, k] / row:.0%}" if row else "–") in cell.value
+    assert f"accuracy {correct / N:.1%}" in explorer.matrix_title.value
+    assert not hasattr(explorer, "matrix_image")  # no second, unreadable matrix picture
     assert explorer.latency.summary()["predict"]["count"] == 1
 
 
@@ -123,6 +132,8 @@ def test_confusion_matrix_cells_select_what_the_gallery_shows(explorer, data, di
     explorer.cell_buttons[(2, 2)].click()
     assert explorer.visible_indices().tolist() == np.flatnonzero((y == 2) & (direct == 2)).tolist()
     assert f"showing {counts[2, 2]} of {N}" in explorer.summary.value
+    framed = [k for k, b in explorer.cell_buttons.items() if "#ff7f0e" in b.layout.border]
+    assert framed == [(2, 2)]  # the chosen cell is outlined
 
 
 def test_class_names_label_captions_and_filters(client, data, direct):

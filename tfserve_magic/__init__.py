@@ -26,6 +26,7 @@ _LAZY = {
     "GrpcClient": "tfserve_magic.grpc_client",
     "ServingError": "tfserve_magic.client",
     "Prediction": "tfserve_magic.client",
+    "quiet_tensorflow": "tfserve_magic.quiet",
     "deploy": "tfserve_magic.deploy",
     "DeployError": "tfserve_magic.deploy",
 }

@@ -202,6 +202,8 @@ class TFServeMagics(Magics, Configurable):
         p.add_argument("--detach", action="store_true", help="keep the server after the kernel exits")
         p.add_argument("--backend", choices=["auto", "python", "tensorflow_model_server"])
         p.add_argument("--timeout", type=float, metavar="S", help="seconds to wait for AVAILABLE")
+        p.add_argument("--workers", metavar="N|auto",
+                       help="server processes sharing the port (default: 1 on small machines)")
         p.epilog = "Flags after `--` go to the server unchanged (tensorflow_model_server's flags)."
         parse_options = p.parse_args
 
@@ -241,12 +243,16 @@ class TFServeMagics(Magics, Configurable):
                 timeout=args.timeout if args.timeout is not None else self.start_timeout,
                 extra_args=args.extra,
                 progress=line.update,
+                workers=args.workers,
             )
         except StartError as exc:
             if line.shown:  # close the "Starting ..." line; a refused request shows only the error
                 line.update(f"Failed to start {args.name or args.config} (why: below)", final=True)
             raise UsageError(str(exc)) from None
-        line.update(handle.summary(), final=True)
+        if _result_is_shown(self.shell):  # the handle's own display says it: say it once
+            line.update("", final=True)
+        else:
+            line.update(handle.summary(), final=True)
         return handle
 
     def _args_stop(self, p: MagicArgumentParser) -> None:
@@ -360,8 +366,11 @@ class TFServeMagics(Magics, Configurable):
         return self._widget(VersionCompare, args.name, x[: args.n], y[: args.n], a=args.a, b=args.b)
 
     def _widget(self, cls, *args, **kwargs):
+        from tfserve_magic._restart import restarter
+
         try:
-            widget = cls(*args, timeout=self.request_timeout, **kwargs)
+            widget = cls(*args, timeout=self.request_timeout, restart=restarter(args[0]),
+                         **kwargs)
         except (LookupError, ValueError, RuntimeError) as exc:
             raise UsageError(str(exc)) from None
         status = getattr(widget, "status", None)
@@ -386,6 +395,33 @@ class TFServeMagics(Magics, Configurable):
         return run_predict_magic(self, line, cell)
 
 
+def _result_is_shown(shell) -> bool:
+    """Whether the running cell ends with this magic's result as a bare, shown expression
+    (``%tfserve start ...`` as the last line, no ``;``, no assignment)."""
+    import ast
+
+    try:
+        kernel = getattr(shell, "kernel", None)
+        if kernel is not None:  # the cell being run, from the kernel's execute request
+            raw = kernel.get_parent()["content"]["code"]
+        else:
+            hist = shell.history_manager.input_hist_raw
+            if len(hist) != shell.execution_count + 1:
+                return False  # not a stored cell (run_cell(store_history=False)): unknown
+            raw = hist[-1]
+        if shell.displayhook.semicolon_at_end_of_expression(raw):
+            return False
+        tree = ast.parse(shell.transform_cell(raw))
+    except Exception:
+        return False
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return False
+    call = tree.body[-1].value
+    return (isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "run_line_magic"
+            and len(call.args) >= 2 and isinstance(call.args[1], ast.Constant)
+            and str(call.args[1].value).split()[:1] == ["start"])
+
+
 class _StatusLine:
     """One output line updated in place (a display handle) while a server starts.
 
@@ -405,6 +441,8 @@ class _StatusLine:
 
     def update(self, text: str, final: bool = False) -> None:
         if not self._in_kernel:
+            if final and not text:
+                return
             if final or not self._printed_first:
                 print(text, flush=True)
                 self._printed_first = True
@@ -413,6 +451,8 @@ class _StatusLine:
 
         data = {"text/plain": text}
         if self._handle is None:
+            if not text:
+                return
             self._handle = display(data, raw=True, display_id=True)
         else:
             self._handle.update(data, raw=True)

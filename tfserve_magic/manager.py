@@ -99,6 +99,7 @@ class ServerHandle:
     config: str | None = None
     tf_version: str | None = None
     healthy: bool = True
+    workers: list = field(default_factory=list)  # [{"index", "pid", "rss_bytes"}] (--workers)
 
     @property
     def client(self):
@@ -126,6 +127,8 @@ class ServerHandle:
     def summary(self) -> str:
         """One line: "Serving MLP v3 at http://127.0.0.1:8501 (pid 1234)"."""
         extra = "" if self.backend == "python" else f", {self.backend}"
+        if len(self.workers) > 1:
+            extra += f", {len(self.workers)} workers"
         grpc_text = f" and gRPC {self.grpc_target}" if self.grpc_target else ""
         line = f"{self._models_text()} at {self.url}{grpc_text} (pid {self.pid}{extra})"
         if self.reused:
@@ -148,6 +151,8 @@ class ServerHandle:
             ("log", self.log_path),
             ("client", f"tfserve_magic.Client({self.name!r})"),
         ]
+        if self.backend == "python":
+            rows.append(("workers", _workers_text(self.workers)))
         if self.detach:
             rows.append(("detached", "yes: keeps running after the kernel exits"))
         return rows
@@ -234,14 +239,18 @@ class StatusView(dict):
     ):
         super().__init__(status_by_model)
         self.name = name
+        handle = find(name)
         if devices is None:
-            handle = find(name)
             devices = handle.devices if handle is not None else []
         self.devices = list(devices)
+        self.workers = list(handle.workers) if handle is not None else []
 
     @property
     def title(self) -> str:
-        return f"{self.name} on {', '.join(self.devices)}" if self.devices else self.name
+        title = f"{self.name} on {', '.join(self.devices)}" if self.devices else self.name
+        if len(self.workers) > 1:  # memory per worker, as measured when each became ready
+            title += f" ({_workers_text(self.workers)})"
+        return title
 
     def __repr__(self) -> str:
         return f"{self.title}:\n{format_status(self)}"
@@ -422,6 +431,7 @@ def _handle(record: dict, *, refresh: bool = False, reused: bool = False) -> Ser
         config=record.get("config"),
         tf_version=source.get("tf_version"),
         healthy=bool(url),
+        workers=list(source.get("workers") or []),
     )
     if refresh and url:
         live = _live_models(url, list(handle.models), timeout=1.0)
@@ -786,6 +796,7 @@ def _launch(
     timeout: float,
     extra_args: Sequence[str],
     progress: Callable[[str], None],
+    workers: str = "1",
 ) -> Launched | Failed | TimedOut:
     name = spec.name
     log_path = _log_path(name)
@@ -806,7 +817,7 @@ def _launch(
     if spec.backend == "python":
         argv = [sys.executable, "-m", "tfserve_magic", "serve", *models_flags,
                 f"--rest_api_port={port}", f"--rest_api_port_retries={port_retries}",
-                f"--host={host}", f"--info_file={info_path}"]
+                f"--host={host}", f"--info_file={info_path}", f"--workers={workers}"]
         argv.append(f"--port={grpc_port if grpc_port is not None else 0}")  # 0: a free port
         if not detach:
             argv.append(f"--parent_pid={os.getpid()}")
@@ -915,6 +926,7 @@ def _wait_ready(spec, proc, record, *, rest_port, host, timeout, label, progress
 
 _KEY_WORDS = {"base_path": "base path", "config": "config file", "config_sha256": "config text",
               "port_retries": "port choice (--port given or not)", "extra_args": "server flags",
+              "workers": "workers",
               "gpu_env": "gpu", "binary": "backend"}
 
 
@@ -956,9 +968,29 @@ def _key_difference(old, new: dict) -> str:
         return "base path or options"
     details = []
     for key in changed[:3]:
-        if key in ("base_path", "port", "host", "gpu", "detach", "backend", "poll", "grpc_port"):
+        if key in ("base_path", "port", "host", "gpu", "detach", "backend", "poll", "grpc_port",
+                   "workers"):
             details.append(f"{key} {old.get(key)!r} now {new[key]!r}")
     return ", ".join(words) + (f" ({'; '.join(details)})" if details else "")
+
+
+def _workers_text(workers: list) -> str:
+    if len(workers) <= 1:
+        return "1 process (--workers N or auto uses more cores; workers=N from Python)"
+    memory = [w.get("rss_bytes") or 0 for w in workers]
+    return f"{len(workers)} processes, {max(memory) / 2**20:.0f} MiB resident each at start"
+
+
+def default_workers() -> str:
+    """``%tfserve start``'s worker count: one process on small machines (Binder: 1-2 GB, a core
+    or two), else ``auto`` (one per usable core, as many as the free memory holds)."""
+    from tfserve_magic.server.workers import usable_cpus
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 0
+    return "1" if usable_cpus() <= 2 or total < 4 * 2**30 else "auto"
 
 
 def start(
@@ -978,17 +1010,19 @@ def start(
     extra_args: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
     port_retries: int = DEFAULT_PORT_RETRIES,
+    workers: int | str | None = None,
 ) -> ServerHandle:
     """Start a server for ``name`` at ``base_path`` (or ``config``), or reuse an identical one.
 
     Returns once every model has an AVAILABLE version. ``port`` is the first REST port tried
     (the next ``port_retries`` ports are tried when it is taken; 0 lets the system choose).
-    Raises ``StartError`` with the reason and the tail of the server's log.
+    ``workers`` (python backend): server processes sharing the port, N or "auto" (default:
+    ``default_workers()``). Raises ``StartError`` with the reason and the tail of the server's log.
     """
     result = start_result(
         name, base_path, config=config, port=port, host=host, grpc_port=grpc_port, gpu=gpu,
         poll=poll, restart=restart, detach=detach, backend=backend, timeout=timeout,
-        extra_args=extra_args, progress=progress, port_retries=port_retries,
+        extra_args=extra_args, progress=progress, port_retries=port_retries, workers=workers,
     )
     if isinstance(result, (Launched, Reused)):
         return result.handle
@@ -1021,6 +1055,13 @@ def start_result(
     detach = bool(options.get("detach", False))
     timeout = float(options.get("timeout", 120.0))
     extra_args = [str(a) for a in options.get("extra_args", ())]
+    workers = str(options.get("workers") or default_workers()).strip().lower()
+    from tfserve_magic.server.workers import parse_workers
+
+    try:
+        parse_workers(workers)
+    except ValueError as exc:
+        raise StartError(str(exc)) from None
     if not 0 <= port <= 65535 or (grpc_port is not None and not 0 < grpc_port <= 65535):
         raise StartError("ports must be between 1 and 65535 (0: any free REST port)")
     if timeout <= 0:
@@ -1034,7 +1075,7 @@ def start_result(
         # normalised, so the magic's defaults and the function's defaults give the same key
         "gpu": gpu_policy.parse_request(options.get("gpu", "auto")), "gpu_env": gpu_plan.env,
         "poll": 1.0 if poll is None else float(poll),  # TF Serving's default poll interval
-        "detach": detach, "extra_args": extra_args,
+        "detach": detach, "extra_args": extra_args, "workers": workers,
     }
     spec = _resolve(
         name, None if base_path is None else os.fspath(base_path),
@@ -1074,7 +1115,7 @@ def start_result(
         result = _launch(
             spec, port=port, port_retries=port_retries, host=host, grpc_port=grpc_port,
             gpu_plan=gpu_plan, poll=poll, detach=detach, timeout=timeout, extra_args=extra_args,
-            progress=progress,
+            progress=progress, workers=workers,
         )
     return result
 

@@ -28,13 +28,22 @@ def timed_run(servable, signature, tensors: dict, *, api: str, metrics=None) -> 
 
 
 def learn(signature, elements: int, seconds: float) -> None:
-    """Track the model's cost per input element (decides inline vs pool): a slower call
-    raises the estimate at once, faster calls lower it gradually, so one surprisingly slow
-    call is enough to keep the next ones off the event loop."""
+    """Track the model's cost per input element (decides inline vs pool): two slower calls in
+    a row raise the estimate at once, faster calls lower it gradually.
+
+    Not one slower call: on a busy machine a cheap call whose thread waited for a core looks
+    slow, and the calls it sent to the pool were slower still (GIL hand-offs between the loop
+    and the pool), which kept them there and stretched the tail at c=32 (docs/benchmarks.md).
+    """
     sample = seconds / elements
     old = signature.seconds_per_element
-    if old is None or sample > old:
+    previous = signature.__dict__.get("_last_sample")
+    signature._last_sample = sample
+    if old is None:
         signature.seconds_per_element = sample
+    elif sample > old:
+        if previous is not None and previous > old:
+            signature.seconds_per_element = min(sample, previous)
     else:
         signature.seconds_per_element = 0.9 * old + 0.1 * sample
 

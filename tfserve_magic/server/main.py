@@ -78,8 +78,15 @@ FLAGS: dict[str, Flag] = {
     ),
     "info_file": Flag(str, "", "write the server info JSON here once ready; removed on exit"),
     "parent_pid": Flag(int, 0, "exit when this process is gone"),
+    "workers": Flag(
+        str, "auto", "server processes sharing the port: N, or auto (one per usable core, "
+        "as many as the memory holds); see server/workers.py"
+    ),
 }
-OUR_FLAGS = ("host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_file", "parent_pid")
+OUR_FLAGS = (
+    "host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_file", "parent_pid",
+    "workers",
+)
 
 # tensorflow_model_server flags this server refuses by name rather than silently ignoring.
 UNSUPPORTED = {
@@ -210,6 +217,12 @@ def _check(flags: dict) -> None:
         raise FlagError(f"--port must be between -1 and 65535, not {flags['port']}")
     if flags["rest_api_max_body_bytes"] <= 0:
         raise FlagError("--rest_api_max_body_bytes must be positive")
+    from tfserve_magic.server.workers import parse_workers
+
+    try:
+        parse_workers(flags["workers"])
+    except ValueError as exc:
+        raise FlagError(str(exc)) from None
 
 
 # ---- logging in TF Serving's style: "2026-11-24 06:00:00.123456: I file.py:12] message" ----
@@ -238,12 +251,20 @@ def _setup_logging() -> None:
 # ---- start-up helpers ----
 
 
-def _bind(host: str, port: int, retries: int) -> socket.socket:
+def _bind(host: str, port: int, retries: int, *, reuse_port: bool = False,
+          check_free: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     last_error = None
     for candidate in range(port, port + retries + 1) if port else [0]:
+        if check_free and candidate and not _port_free(family, host, candidate):
+            # SO_REUSEPORT would join another server's port (same user) instead of failing
+            last_error = OSError(98, "Address already in use")
+            log.warning("Cannot bind %s:%d: Address already in use", host, candidate)
+            continue
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # --workers: every worker binds the same port (server/workers.py)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((host, candidate))
         except OSError as exc:
@@ -256,6 +277,17 @@ def _bind(host: str, port: int, retries: int) -> socket.socket:
         return sock
     tried = f"ports {port}-{port + retries}" if retries else f"port {port}"
     raise OSError(f"Could not bind the REST API to {host} ({tried}): {last_error}")
+
+
+def _port_free(family, host: str, port: int) -> bool:
+    """Whether a plain socket (no SO_REUSEPORT) could bind ``port``: taken by any listener."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _client_url(host: str, port: int) -> str:
@@ -374,6 +406,15 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, stop_during_startup) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        from tfserve_magic.server import workers
+
+        if workers.worker_context() is None and workers.planned_count(flags) > 1:
+            return workers.run_parent(
+                flags, {name: flag.default for name, flag in FLAGS.items()}, argv,
+                lambda: _bind(flags["host"], flags["rest_api_port"],
+                              max(0, flags["rest_api_port_retries"]), reuse_port=True,
+                              check_free=True),
+            )
         return _run(flags, argv, previous)
     except _Stopping:
         log.info("Stopped during start-up")
@@ -451,8 +492,11 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
     manager.start_polling(config_reloader, flags["model_config_file_poll_wait_seconds"])
     gc.freeze()  # TensorFlow leaves ~370k objects that every full collection would rescan
 
+    from tfserve_magic.server.workers import worker_context
+
     try:
-        sock = _bind(flags["host"], flags["rest_api_port"], max(0, flags["rest_api_port_retries"]))
+        sock = _bind(flags["host"], flags["rest_api_port"], max(0, flags["rest_api_port_retries"]),
+                     reuse_port=worker_context() is not None)
     except OSError as exc:
         log.error("Failed to start server. Error: %s", exc)
         manager.stop()
@@ -501,8 +545,11 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     executor = ThreadPoolExecutor(
         max_workers=max(1, flags["rest_api_num_threads"]), thread_name_prefix="model-call"
     )
+    from tfserve_magic.server.workers import worker_context
+
+    worker = worker_context()
     try:
-        grpc_server = _start_grpc(flags, manager, metrics, batcher, info)
+        grpc_server = _start_grpc(flags, manager, metrics, batcher, info, worker)
     except BaseException:
         if batcher is not None:
             batcher.stop()
@@ -555,6 +602,11 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     )
     info_file = flags["info_file"]
     server.on_started = (lambda: _write_info(info_file, info)) if info_file else None
+    channel = _worker_channel(worker, manager, metrics)
+    if worker is not None:
+        from tfserve_magic.server.workers import write_ready
+
+        server.on_started = lambda: write_ready(worker, info)
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
     loop = new_loop()
@@ -563,23 +615,29 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=1)
+        if channel is not None:
+            channel.stop()
         if batcher is not None:
             batcher.stop()
         executor.shutdown(wait=False, cancel_futures=True)
         loop.close()
 
 
-def _start_grpc(flags, manager, metrics, batcher, info):
+def _start_grpc(flags, manager, metrics, batcher, info, worker=None):
     """Open the gRPC port (after the initial load, like TF Serving) and note it in the info.
 
     An explicit ``--port`` that cannot be bound stops the start; the default 8500 being taken
     (another server on this machine) only logs a warning and serves REST (docs/compatibility.md).
+    Under ``--workers`` every worker binds the port the parent reserved (SO_REUSEPORT); the
+    Unix socket, which cannot be shared, is served by the first worker.
     """
     from tfserve_magic.server.grpc_server import GrpcStartError, start_grpc
 
-    explicit = any(a.lstrip("-").split("=")[0] == "port" for a in info["argv"])
+    explicit = _port_given(info["argv"])
+    if worker is not None and worker.index != 0:
+        flags = {**flags, "grpc_socket_path": ""}
     try:
-        server, port = start_grpc(flags, manager, metrics, batcher)
+        server, port = start_grpc(flags, manager, metrics, batcher, reuse_port=worker is not None)
     except GrpcStartError as exc:
         if explicit or flags["grpc_socket_path"]:
             raise
@@ -589,6 +647,24 @@ def _start_grpc(flags, manager, metrics, batcher, info):
     if flags["grpc_socket_path"]:
         info["grpc_socket_path"] = os.path.abspath(flags["grpc_socket_path"])
     return server
+
+
+def _port_given(argv: list[str]) -> bool:
+    """Whether ``--port`` (gRPC) was given on the command line rather than defaulted."""
+    return any(a.lstrip("-").split("=")[0] == "port" for a in argv)
+
+
+def _worker_channel(context, manager, metrics):
+    """In a ``--workers`` child: open the peer channel so status and metrics speak for every
+    worker (server/workers.py). Returns the channel, or None outside a worker."""
+    from tfserve_magic.server.workers import PeerChannel
+
+    if context is None:
+        return None
+    channel = PeerChannel(context, manager, metrics)
+    channel.start()
+    channel.install()
+    return channel
 
 
 try:

@@ -69,22 +69,39 @@ def target_text(version=None, label=None) -> str:
 
 # ---------------------------------------------------------------------- status line
 class StatusLine:
-    """A visible one-line status (an ``HTML`` widget), because ipywidgets hides callback errors."""
+    """A visible one-line status (an ``HTML`` widget), because ipywidgets hides callback errors.
+
+    ``offer(label, callback)`` adds one button after the message (e.g. "Start MLP again" when the
+    server is gone); any later message takes the button away.
+    """
 
     def __init__(self):
         import ipywidgets as w
 
-        self.widget = w.HTML(value="")
+        self.html = w.HTML(value="")
+        self.action = w.Button(description="", button_style="warning",
+                               layout=w.Layout(width="auto", display="none", margin="0 0 0 8px"))
+        self.action.on_click(lambda _: self._on_action())
+        self.widget = w.HBox([self.html, self.action], layout=w.Layout(align_items="center"))
+        self.widget.add_class("tfserve-status")
+        self._callback = None
         self.kind = "info"
         self.text = ""
 
     @property
     def value(self) -> str:
-        return self.widget.value
+        return self.html.value
+
+    @property
+    def offered(self) -> str | None:
+        """The label of the offered action, or None."""
+        return self.action.description if self._callback is not None else None
 
     def _set(self, kind: str, text: str, color: str) -> None:
         self.kind, self.text = kind, text
-        self.widget.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+        self.html.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+        self._callback = None
+        self.action.layout.display = "none"
 
     def info(self, text: str) -> None:
         self._set("info", text, "#555")
@@ -103,11 +120,59 @@ class StatusLine:
             message = f"{context}: {message}"
         self._set("error", f"Error: {message}", "#c62828")
 
+    def offer(self, label: str, callback) -> None:
+        """Show a button after the current message that runs ``callback`` once."""
+        self._callback = callback
+        self.action.description = label
+        self.action.layout.display = ""
+
+    def _on_action(self) -> None:
+        callback, self._callback = self._callback, None
+        self.action.layout.display = "none"
+        if callback is not None:
+            callback()
+
+
+def server_gone(exc: BaseException) -> bool:
+    """True for a client error that means nothing listens at the server's address any more."""
+    return (type(exc).__name__ == "ServingError" and getattr(exc, "status_code", 0) is None
+            and "cannot connect" in str(exc))
+
+
+def restart_and_retry(widget, retry) -> None:
+    """Start the widget's server again (``widget.restart()`` -> handle), point the widget's
+    clients at its address, and repeat what failed."""
+    widget.status.info("starting the server again ...")
+    try:
+        handle = widget.restart()
+    except Exception as exc:
+        widget.status.error(exc, "could not start the server")
+        return
+    url = str(getattr(handle, "url", "") or "").rstrip("/")
+    if url:
+        for client in widget_clients(widget):
+            if hasattr(client, "base_url") and client.base_url != url:
+                client.base_url = url
+    retry()
+
+
+def widget_clients(widget) -> list:
+    """The clients a widget sends requests through (its own, and its comparison targets')."""
+    found = [widget.client]
+    for side in ("a", "b"):
+        target = getattr(widget, side, None)
+        client = getattr(target, "client", None)
+        if client is not None and all(client is not c for c in found):
+            found.append(client)
+    return found
+
 
 def guarded(method):
     """Wrap a UI handler so an exception lands in ``self.status`` instead of vanishing.
 
-    Set ``raise_errors = True`` on the widget (tests, debugging) to re-raise after reporting.
+    When the server is gone and the widget has a ``restart`` callable, the status line offers
+    to start it again and then repeats the action. Set ``raise_errors = True`` on the widget
+    (tests, debugging) to re-raise after reporting.
     """
 
     @functools.wraps(method)
@@ -116,6 +181,11 @@ def guarded(method):
             return method(self, *args, **kwargs)
         except Exception as exc:
             self.status.error(exc, getattr(self, "error_context", None))
+            if getattr(self, "restart", None) is not None and server_gone(exc):
+                name = client_name(self.client)
+                self.status.offer(f"Start {name} again",
+                                  lambda: restart_and_retry(
+                                      self, lambda: wrapper(self, *args, **kwargs)))
             if getattr(self, "raise_errors", False):
                 raise
             return None
@@ -271,6 +341,12 @@ def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw, 6))
         + chunk(b"IEND", b"")
     )
+
+
+def placeholder_png(side: int = 28, scale: int = 4) -> bytes:
+    """A black square: what an image shows before there is anything to show (never a broken
+    image icon)."""
+    return png_bytes(np.zeros((side, side), np.uint8), scale=scale)
 
 
 def thumbnail_scale(image: np.ndarray, target: int = 56) -> int:

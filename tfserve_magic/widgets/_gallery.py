@@ -9,8 +9,12 @@ import numpy as np
 
 from tfserve_magic.widgets._common import png_bytes, thumbnail_scale
 
-# caption(i) -> (plain text, is_wrong, extra html line)
-CaptionFn = Callable[[int], "tuple[str, bool, str]"]
+# caption(i) -> (plain text, is_wrong, tooltip text[, caption html]): the caption is one line;
+# the tooltip holds the rest (index, confidence). The optional html replaces the plain text
+# (e.g. each side of a comparison coloured by its own correctness).
+CaptionFn = Callable[[int], tuple]
+
+TILE_WIDTH = 96  # px: a 56 px thumbnail and a one-line caption such as "pred 7 / true 7"
 
 
 class Gallery:
@@ -21,6 +25,8 @@ class Gallery:
     """
 
     def __init__(self, x, images, page_size: int, caption: CaptionFn, columns: int = 8):
+        """``columns`` is the most tiles per row; fewer when the output area is narrower
+        (the tiles wrap)."""
         import ipywidgets as w
 
         if page_size < 1:
@@ -34,32 +40,39 @@ class Gallery:
         self._changing = False
 
         self.page_box = w.BoundedIntText(value=1, min=1, max=1, description="page",
-                                         layout=w.Layout(width="140px"))
-        self.pages_label = w.Label(value="of 1")
-        self.prev_button = w.Button(description="◀ prev", layout=w.Layout(width="80px"))
-        self.next_button = w.Button(description="next ▶", layout=w.Layout(width="80px"))
+                                         layout=w.Layout(width="120px"),
+                                         style={"description_width": "36px"})
+        self.pages_label = w.Label(value="of 1", layout=w.Layout(margin="0 8px"))
+        self.prev_button = w.Button(description="◀ prev", layout=w.Layout(width="72px"))
+        self.next_button = w.Button(description="next ▶", layout=w.Layout(width="72px"))
         self.prev_button.on_click(lambda _: self.prev_page())
         self.next_button.on_click(lambda _: self.next_page())
         self.page_box.observe(self._on_page_box, "value")
-        self.pager = w.HBox([self.prev_button, self.page_box, self.pages_label, self.next_button])
+        self.pager = w.HBox([self.prev_button, self.page_box, self.pages_label, self.next_button],
+                            layout=w.Layout(align_items="center", flex_flow="row wrap"))
 
         self.tiles = []
         if images is not None:
             for _ in range(self.page_size):
-                image = w.Image(format="png")
-                caption_html = w.HTML(value="")
+                image = w.Image(format="png", layout=w.Layout(width="56px", height="56px"))
+                caption_html = w.HTML(value="", layout=w.Layout(width="100%", margin="0"))
                 tile = w.VBox([image, caption_html],
                               layout=w.Layout(border="2px solid transparent", padding="2px",
-                                              align_items="center", display="none"))
+                                              margin="0 4px 4px 0", align_items="center",
+                                              width=f"{TILE_WIDTH}px", display="none"))
+                tile.add_class("tfserve-tile")
                 self.tiles.append((tile, image, caption_html))
-            self.grid = w.GridBox(
+            self.grid = w.Box(
                 [t[0] for t in self.tiles],
-                layout=w.Layout(grid_template_columns=f"repeat({columns}, auto)",
-                                grid_gap="4px"),
+                layout=w.Layout(display="flex", flex_flow="row wrap", align_content="flex-start",
+                                max_width=f"{columns * (TILE_WIDTH + 8)}px"),
             )
         else:
             self.grid = w.HTML(value="")
-        self.widget = w.VBox([self.grid, self.pager])
+        self.empty = w.HTML(value="")
+        self.widget = w.VBox([self.grid, self.empty, self.pager])
+        self.grid.add_class("tfserve-gallery")
+        self.pages_label.add_class("tfserve-pages")
 
     # ------------------------------------------------------------------ state
     @property
@@ -81,6 +94,8 @@ class Gallery:
         finally:
             self._changing = False
         self.pages_label.value = f"of {self.n_pages} ({len(self.items)} shown)"
+        self.empty.value = ("<i style='color:#777'>nothing matches these filters</i>"
+                            if len(self.items) == 0 and self.images is not None else "")
         self.render()
 
     def page_indices(self) -> np.ndarray:
@@ -110,6 +125,8 @@ class Gallery:
 
     def render(self) -> None:
         indices = self.page_indices()
+        self.prev_button.disabled = self.page <= 0
+        self.next_button.disabled = self.page >= self.n_pages - 1
         if self.images is None:
             self.grid.value = self._table(indices)
             return
@@ -118,14 +135,17 @@ class Gallery:
                 tile.layout.display = "none"
                 continue
             i = int(indices[slot])
-            text, wrong, extra = self.caption(i)
+            text, wrong, extra, *rich = self.caption(i)
             color = "#c62828" if wrong else "#1a7f37"
-            mark = "✗ " if wrong else ""
+            # wrong ones: red text in a red frame (the ✗ goes in the tooltip: one line fits)
+            shown = rich[0] if rich and rich[0] else (
+                f'<span style="color:{color}">{html.escape(text)}</span>')
+            tip = ("✗ wrong · " if wrong else "") + text + " · " + extra
             image.value = self.thumbnail(i)
             caption_html.value = (
-                f'<div style="text-align:center;font-size:11px;line-height:1.2">'
-                f'<span style="color:{color}">{mark}{html.escape(text)}</span>'
-                f'<br><span style="color:#777">{extra}</span></div>'
+                f'<div title="{html.escape(tip, quote=True)}" '
+                'style="text-align:center;font-size:11px;line-height:1.3;white-space:nowrap;'
+                f'overflow:hidden;text-overflow:ellipsis">{shown}</div>'
             )
             tile.layout.border = f"2px solid {color if wrong else 'transparent'}"
             tile.layout.display = ""
@@ -141,7 +161,7 @@ class Gallery:
                               for v in features[:6].tolist())
             if features.size > 6:
                 shown += f", … ({features.size} values)"
-            text, wrong, extra = self.caption(i)
+            text, wrong, extra, *_ = self.caption(i)
             color = "#c62828" if wrong else "#1a7f37"
             rows.append(
                 f"<tr><td>{i}</td><td><code>{html.escape(shown)}</code></td>"

@@ -148,7 +148,8 @@ class VersionCompare:
 
     def __init__(self, client, x, y, *, b, a="latest", model=None, signature_name=None,
                  class_names=None, page_size: int = 16, columns: int = 8,
-                 timeout: float = 30.0, latency: LatencyView | None = None, run: bool = True):
+                 timeout: float = 30.0, latency: LatencyView | None = None, run: bool = True,
+                 restart=None):
         import ipywidgets as w
 
         self.x = np.asarray(x)
@@ -161,6 +162,7 @@ class VersionCompare:
         self.signature_name = signature_name
         self.class_names = list(class_names) if class_names is not None else None
         self.raise_errors = False
+        self.restart = restart
         self.result: CompareResult | None = None
         self.pred_a: np.ndarray | None = None
         self.pred_b: np.ndarray | None = None
@@ -173,18 +175,24 @@ class VersionCompare:
             value=f"<b>Version against version</b> · {html.escape(client_name(self.client))}: "
                   f"A = {html.escape(self.a.text)}, B = {html.escape(self.b.text)} · "
                   f"{len(self.x)} inputs")
-        self.run_button = w.Button(description="Run again", icon="refresh")
+        self.run_button = w.Button(description="Run again", icon="refresh",
+                                   layout=w.Layout(width="auto", margin="0 0 0 12px"))
         self.run_button.on_click(lambda _: self._on_run())
         self.show_choice = w.Dropdown(options=SHOW_CHOICES, value="all", description="show",
-                                      layout=w.Layout(width="240px"))
+                                      layout=w.Layout(width="230px"),
+                                      style={"description_width": "40px"})
         self.show_choice.observe(self._on_show, "value")
         self.table = w.HTML(value="")
         self.gallery = Gallery(self.x, image_view(self.x), page_size, self._caption,
                                columns=columns)
         self.widget = w.VBox([
             self.header, self.status.widget, self.table,
-            w.HBox([self.show_choice, self.run_button]), self.gallery.widget, self.latency.widget,
-        ])
+            w.HBox([self.show_choice, self.run_button], layout=w.Layout(align_items="center")),
+            self.gallery.widget, self.latency.widget,
+        ], layout=w.Layout(max_width="880px"))
+        self.widget.add_class("tfserve-compare")
+        self.table.add_class("tfserve-compare-table")
+        self.show_choice.add_class("tfserve-compare-show")
         if run:
             self._on_run()
 
@@ -243,10 +251,20 @@ class VersionCompare:
     def _refresh_gallery(self) -> None:
         self.gallery.set_items(self.shown_indices())
 
-    def _caption(self, i: int) -> tuple[str, bool, str]:
+    def _caption(self, i: int) -> tuple:
+        """One line, each side coloured by its own correctness: A green only where A is right."""
         a, b, t = (class_name(self.class_names, int(v[i]))
                    for v in (self.pred_a, self.pred_b, self.y))
-        return f"A {a} · B {b} / true {t}", self.pred_b[i] != self.y[i], f"#{i}"
+        a_ok, b_ok = self.pred_a[i] == self.y[i], self.pred_b[i] == self.y[i]
+
+        def side(name, value, ok):
+            color = "#1a7f37" if ok else "#c62828"
+            return f'<span style="color:{color}">{name} {html.escape(value)}</span>'
+
+        rich = (f'{side("A", a, a_ok)} · {side("B", b, b_ok)}'
+                f' <span style="color:#555">/ true {html.escape(t)}</span>')
+        text = f"A {a} · B {b} / true {t}"
+        return text, not b_ok, f"input #{i}", rich
 
     def _table_html(self) -> str:
         r = self.result
@@ -267,11 +285,14 @@ class VersionCompare:
             ("mean latency per request", f"{ms(r.latency_a_s)} (n={count('a')})",
              f"{ms(r.latency_b_s)} (n={count('b')})"),
         ]
-        body = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
-        return (f'<table style="font-size:12px">{body}</table>'
-                f"<div>agreement {r.agreement:.2%}: they disagree on {len(r.disagreements)} of "
-                f"{r.n} ({len(r.both_wrong)} with both wrong) · <b>{verdict}</b> "
-                f"({delta:+.2f} points)</div>")
+        cell = "padding:2px 12px 2px 0;text-align:left"
+        body = "".join(
+            f'<tr><td style="{cell};color:#555">{a}</td><td style="{cell}">{b}</td>'
+            f'<td style="{cell}">{c}</td></tr>' for a, b, c in rows)
+        return (f'<table style="font-size:12px;border-collapse:collapse">{body}</table>'
+                f"<div style='font-size:12px;margin:4px 0'>agreement {r.agreement:.2%}: they "
+                f"disagree on {len(r.disagreements)} of {r.n} ({len(r.both_wrong)} with both "
+                f"wrong) · <b>{verdict}</b> ({delta:+.2f} points)</div>")
 
     # ------------------------------------------------------------------ handlers
     @guarded

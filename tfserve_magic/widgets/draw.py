@@ -1,15 +1,14 @@
 """DrawDigit: draw a digit, see the served model's class probabilities.
 
-The strokes are recorded in Python (lists of canvas points) and rasterized here into a 28x28
-MNIST-style image, so the widget works headless and in tests; ipycanvas only shows the ink.
-Without ipycanvas (or with ``use_canvas=False``, for front ends where it does not render) the
-widget lets you pick a test image or upload a PNG instead, and says how to enable drawing.
+The pad (``pad.DrawPad``, an anywidget) only paints the ink and sends each finished stroke; the
+strokes are kept in Python (lists of canvas points) and rasterized here into a 28x28 MNIST-style
+image, so the widget works headless and in tests. With ``use_canvas=False`` (or without
+anywidget) the widget lets you pick a test image or upload a PNG instead.
 """
 
 from __future__ import annotations
 
 import html
-import importlib
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from tfserve_magic.widgets._common import (
     guarded,
     image_view,
     input_shape_from_metadata,
+    placeholder_png,
     png_bytes,
     predict_kwargs,
     resolve_client,
@@ -32,32 +32,34 @@ from tfserve_magic.widgets._common import (
 from tfserve_magic.widgets.latency import LatencyView
 
 ENABLE_HINT = (
-    "To draw with the mouse install ipycanvas: <code>pip install ipycanvas</code> (or "
-    "<code>pip install 'tfserve-magic[canvas]'</code>) and restart the kernel. In Colab also run "
-    "<code>from google.colab import output; output.enable_custom_widget_manager()</code>."
+    "To draw with the mouse: <code>pip install anywidget</code> (a dependency of tfserve-magic) "
+    "and restart the kernel."
 )
+PREVIEW_SCALE = 4  # the 28x28 model input is shown at 112x112
 
 
-def load_ipycanvas():
-    """The ipycanvas module, or None when it cannot be imported (it is an optional extra)."""
+def load_pad():
+    """The ``DrawPad`` class, or None when anywidget cannot be imported."""
     try:
-        return importlib.import_module("ipycanvas")
+        from tfserve_magic.widgets.pad import DrawPad
     except ImportError:
         return None
+    return DrawPad
 
 
 class DrawDigit:
     """Draw (or pick/upload) a digit and show the model's probabilities and top class.
 
-    Plain methods for scripts and tests: ``on_down/on_move/on_up(x, y)`` (what the mouse events
-    call), ``clear()``, ``current_image()``, ``predict()``, and in fallback mode ``pick(i)`` and
-    ``load_png(data)``.
+    Plain methods for scripts and tests: ``on_down/on_move/on_up(x, y)`` (a stroke drawn from
+    code), ``clear()``, ``current_image()``, ``predict()``, and in fallback mode ``pick(i)`` and
+    ``load_png(data)``. ``restart``: an optional callable that starts the server again and
+    returns its handle (``%tfserve draw`` passes one); the widget offers it when the server is gone.
     """
 
     def __init__(self, client, *, model=None, x=None, y=None, version=None, label=None,
                  signature_name=None, class_names=None, use_canvas=None, canvas_size: int = 280,
                  line_width: float = 18.0, input_shape=None, timeout: float = 30.0,
-                 latency: LatencyView | None = None, live: bool = True):
+                 latency: LatencyView | None = None, live: bool = True, restart=None):
         import ipywidgets as w
 
         if version is not None and label is not None:
@@ -68,8 +70,10 @@ class DrawDigit:
         self.canvas_size = (int(canvas_size), int(canvas_size))
         self.line_width = float(line_width)
         self.raise_errors = False
+        self.restart = restart
         self.strokes: list[list[tuple[float, float]]] = []
         self._drawing = False
+        self._syncing = False
         self.probabilities: np.ndarray | None = None
         self.picked_image: np.ndarray | None = None
         self.picked_label: int | None = None
@@ -89,64 +93,76 @@ class DrawDigit:
         self.latency = latency if latency is not None else LatencyView(title="predict latency")
         self.header = w.HTML(value=f"<b>Draw a digit</b> · {html.escape(client_name(self.client))}"
                                    f" ({target_text(version, label)})")
-        self.predict_button = w.Button(description="Predict", button_style="primary")
-        self.clear_button = w.Button(description="Clear")
-        self.live = w.Checkbox(value=bool(live), description="predict as you go", indent=False)
+        small = w.Layout(width="auto")
+        self.predict_button = w.Button(description="Predict", button_style="primary",
+                                       layout=small)
+        self.clear_button = w.Button(description="Clear", icon="eraser", layout=small)
+        self.live = w.Checkbox(value=bool(live), description="predict as you go", indent=False,
+                               layout=w.Layout(width="auto", margin="0 0 0 8px"))
         self.predict_button.on_click(lambda _: self._on_predict())
         self.clear_button.on_click(lambda _: self._on_clear())
         self.top = w.HTML(value="")
         self.bars = w.HTML(value="")
-        self.preview = w.Image(format="png", layout=w.Layout(width="112px", height="112px"))
+        side = raster.MNIST_SIDE * PREVIEW_SCALE
+        # a black 28x28 field until the first prediction: no empty (broken) image
+        self.preview = w.Image(value=placeholder_png(raster.MNIST_SIDE, PREVIEW_SCALE),
+                               format="png",
+                               layout=w.Layout(width=f"{side}px", height=f"{side}px",
+                                               border="1px solid #888", flex="none"))
         self.message = w.HTML(value="")
 
-        ipycanvas = None if use_canvas is False else load_ipycanvas()
+        pad_class = None if use_canvas is False else load_pad()
         self.canvas = None
         self.picker = None
         self.upload = None
-        if ipycanvas is not None:
-            self._build_canvas(ipycanvas)
+        if pad_class is not None:
+            self.canvas = pad_class(size=self.canvas_size[0], line_width=self.line_width,
+                                    layout=w.Layout(flex="none"))
+            self.canvas.observe(self._on_pad_strokes, "strokes")
             source = self.canvas
-            self.message.value = ("<small>Draw with the mouse; the model sees the 28x28 image "
-                                  "on the right. Canvas not showing? Use "
-                                  "<code>DrawDigit(..., use_canvas=False)</code>.</small>")
+            self.message.layout.display = "none"  # the status line says what to do
         else:
             source = self._build_fallback(w, asked_off=use_canvas is False)
-        buttons = w.HBox([self.predict_button, self.clear_button, self.live])
-        left = w.VBox([source, buttons])
-        right = w.VBox([w.HTML("<small>model input</small>"), self.preview, self.top, self.bars])
+        buttons = w.HBox([self.predict_button, self.clear_button, self.live],
+                         layout=w.Layout(align_items="center"))
+        left = w.VBox([source, buttons], layout=w.Layout(flex="none", margin="0 24px 0 0"))
+        right = w.VBox([w.HTML("<small style='color:#555'>model input (28x28)</small>"),
+                        self.preview, self.top, self.bars], layout=w.Layout(flex="none"))
         self.widget = w.VBox([self.header, self.status.widget, self.message,
-                              w.HBox([left, right]), self.latency.widget])
-        self.status.info("draw a digit" if self.canvas is not None else "pick or upload a digit")
+                              w.HBox([left, right], layout=w.Layout(flex_flow="row wrap")),
+                              self.latency.widget],
+                             layout=w.Layout(max_width="880px"))
+        self.widget.add_class("tfserve-draw")
+        self.top.add_class("tfserve-top")
+        self.status.info("draw a digit with the mouse or a finger; the model sees the 28x28 "
+                         "image on the right" if self.canvas is not None
+                         else "pick or upload a digit")
 
     # ------------------------------------------------------------------ building
-    def _build_canvas(self, ipycanvas) -> None:
-        width, height = self.canvas_size
-        self.canvas = ipycanvas.Canvas(width=width, height=height,
-                                       layout={"border": "1px solid #999"})
-        self._paint_background()
-        self.canvas.on_mouse_down(self._on_down)
-        self.canvas.on_mouse_move(self._on_move)
-        self.canvas.on_mouse_up(self._on_up)
-        self.canvas.on_mouse_out(self._on_up)
-        self.canvas.on_touch_start(lambda points: self._on_down(*points[0]))
-        self.canvas.on_touch_move(lambda points: self._on_move(*points[0]))
-        self.canvas.on_touch_end(lambda points: self._on_up(*points[0]) if points else
-                                 self._on_up(None, None))
+    def _sync_pad(self) -> None:
+        """Show Python's strokes on the pad (code-drawn strokes, Clear)."""
+        if self.canvas is None:
+            return
+        self._syncing = True
+        try:
+            self.canvas.strokes = [[list(p) for p in stroke] for stroke in self.strokes]
+        finally:
+            self._syncing = False
 
-    def _paint_background(self) -> None:
-        width, height = self.canvas_size
-        self.canvas.clear()
-        self.canvas.fill_style = "black"
-        self.canvas.fill_rect(0, 0, width, height)
-        self.canvas.stroke_style = "white"
-        self.canvas.fill_style = "white"
-        self.canvas.line_width = self.line_width
-        self.canvas.line_cap = "round"
-        self.canvas.line_join = "round"
+    @guarded
+    def _on_pad_strokes(self, change) -> None:
+        """The browser finished a stroke (or cleared): take its strokes, predict when live."""
+        if self._syncing:
+            return
+        old = len(self.strokes)
+        self.strokes = [[(float(x), float(y)) for x, y in stroke] for stroke in change["new"]]
+        self._drawing = False
+        if self.strokes and len(self.strokes) > old and self.live.value:
+            self._on_predict()  # guarded on its own: a retry repeats the prediction
 
     def _build_fallback(self, w, asked_off: bool):
         why = ("Drawing is off (<code>use_canvas=False</code>)." if asked_off
-               else "Drawing is not available: ipycanvas is not installed.")
+               else "Drawing is not available: anywidget is not installed.")
         self.message.value = f"<small>{why} {ENABLE_HINT}</small>"
         parts = []
         if self.images is not None:
@@ -167,8 +183,6 @@ class DrawDigit:
         """Start a stroke at canvas point (x, y)."""
         self._drawing = True
         self.strokes.append([(float(x), float(y))])
-        if self.canvas is not None:
-            self.canvas.fill_circle(float(x), float(y), self.line_width / 2)
 
     def on_move(self, x, y) -> None:
         """Extend the current stroke (ignored while no button is held)."""
@@ -179,8 +193,6 @@ class DrawDigit:
         if point == last:
             return
         self.strokes[-1].append(point)
-        if self.canvas is not None:
-            self.canvas.stroke_line(last[0], last[1], point[0], point[1])
 
     def on_up(self, x=None, y=None) -> None:
         """End the stroke; with "predict as you go" on, predict right away."""
@@ -189,6 +201,7 @@ class DrawDigit:
         if x is not None and y is not None:
             self.on_move(x, y)
         self._drawing = False
+        self._sync_pad()
         if self.live.value:
             self.predict()
 
@@ -198,11 +211,10 @@ class DrawDigit:
         self._drawing = False
         self.picked_image, self.picked_label = None, None
         self.probabilities = None
-        if self.canvas is not None:
-            self._paint_background()
+        self._sync_pad()
         self.top.value = ""
         self.bars.value = ""
-        self.preview.value = b""
+        self.preview.value = placeholder_png(raster.MNIST_SIDE, PREVIEW_SCALE)
         self.status.info("cleared")
 
     # ------------------------------------------------------------------ fallback inputs
@@ -292,7 +304,7 @@ class DrawDigit:
         if image is None or not image.any():
             raise ValueError("nothing to predict: draw a digit first" if self.canvas is not None
                              else "nothing to predict: pick a test image or upload a PNG")
-        self.preview.value = png_bytes(image, scale=4)
+        self.preview.value = png_bytes(image, scale=PREVIEW_SCALE)
         prediction = self.client.predict(
             instances=self.model_input(image),
             **predict_kwargs(self.version, self.label, self.signature_name),
@@ -339,18 +351,6 @@ class DrawDigit:
         self.bars.value = "".join(rows)
 
     # ------------------------------------------------------------------ handlers
-    @guarded
-    def _on_down(self, x, y) -> None:
-        self.on_down(x, y)
-
-    @guarded
-    def _on_move(self, x, y) -> None:
-        self.on_move(x, y)
-
-    @guarded
-    def _on_up(self, x, y) -> None:
-        self.on_up(x, y)
-
     @guarded
     def _on_predict(self) -> None:
         self.predict()

@@ -1,8 +1,10 @@
 """PredictionExplorer: a served classifier's predictions beside the ground truth.
 
 A paged gallery with "pred 7 / true 7" captions, filters (only errors, one true class, one
-predicted class), overall and per-class accuracy, and a confusion matrix whose cells select what
-the gallery shows. Inputs that are not images are listed in a table instead.
+predicted class), overall and per-class accuracy, and one confusion matrix (a heat map of
+buttons, rows true, columns predicted, per-class accuracy at the end of each row) whose cells
+select what the gallery shows. Sized for a 900 px output area (JupyterLab with its sidebar open).
+Inputs that are not images are listed in a table instead.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from tfserve_magic.widgets._common import (
     class_name,
     class_scores,
     client_name,
-    figure_png,
     guarded,
     image_view,
     predict_kwargs,
@@ -29,6 +30,19 @@ from tfserve_magic.widgets.latency import LatencyView
 
 ANY = -1  # filter value meaning "every class"
 MAX_CELL_BUTTONS = 20  # above this many classes the matrix is selected with the dropdowns only
+CELL = 32  # px per matrix cell: counts up to 4 digits stay readable at 11 px
+
+
+def cell_colors(share: float, *, correct: bool, empty: bool) -> tuple[str, str]:
+    """Background and text colour of a matrix cell: blue for the diagonal, red off it, the
+    shade growing with the cell's share of its row (so rare classes read as well as common)."""
+    if empty:
+        return "#ffffff", "#bbbbbb"
+    base = (31, 119, 180) if correct else (214, 39, 40)
+    strength = 0.15 + 0.85 * min(max(share, 0.0), 1.0)
+    rgb = [round(255 - (255 - c) * strength) for c in base]
+    text = "#ffffff" if strength > 0.55 else "#222222"
+    return "#{:02x}{:02x}{:02x}".format(*rgb), text
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
@@ -55,8 +69,9 @@ class PredictionExplorer:
     """
 
     def __init__(self, client, x, y, *, model=None, version=None, label=None,
-                 signature_name=None, class_names=None, page_size: int = 24, columns: int = 8,
-                 timeout: float = 30.0, latency: LatencyView | None = None, run: bool = True):
+                 signature_name=None, class_names=None, page_size: int = 16, columns: int = 4,
+                 timeout: float = 30.0, latency: LatencyView | None = None, run: bool = True,
+                 restart=None):
         import ipywidgets as w
 
         if version is not None and label is not None:
@@ -69,6 +84,7 @@ class PredictionExplorer:
         self.version, self.label, self.signature_name = version, label, signature_name
         self.class_names = list(class_names) if class_names is not None else None
         self.raise_errors = False
+        self.restart = restart
         self.y_pred: np.ndarray | None = None
         self.scores: np.ndarray | None = None
         self.n_classes = 0
@@ -78,33 +94,44 @@ class PredictionExplorer:
         self.status = StatusLine()
         self.latency = latency if latency is not None else LatencyView(title="predict latency")
         self.header = w.HTML(value=self._header_html())
-        self.run_button = w.Button(description="Predict again", icon="refresh")
+        self.run_button = w.Button(description="Predict again", icon="refresh",
+                                   layout=w.Layout(width="auto", margin="0 0 0 auto"))
         self.run_button.on_click(lambda _: self._on_run())
         self.errors_only = w.Checkbox(value=False, description="only errors", indent=False,
-                                      layout=w.Layout(width="110px"))
+                                      layout=w.Layout(width="100px"))
+        label_style = {"description_width": "32px"}
         self.true_class = w.Dropdown(options=[("any", ANY)], value=ANY, description="true",
-                                     layout=w.Layout(width="170px"))
+                                     layout=w.Layout(width="150px"), style=label_style)
         self.pred_class = w.Dropdown(options=[("any", ANY)], value=ANY, description="pred",
-                                     layout=w.Layout(width="170px"))
-        self.show_all_button = w.Button(description="show all", layout=w.Layout(width="90px"))
+                                     layout=w.Layout(width="150px"), style=label_style)
+        self.show_all_button = w.Button(description="show all", layout=w.Layout(width="80px"))
         self.show_all_button.on_click(lambda _: self._on_show_all())
         for control in (self.errors_only, self.true_class, self.pred_class):
             control.observe(self._on_filter, "value")
         self.summary = w.HTML(value="")
-        self.per_class = w.HTML(value="")
-        self.matrix_image = w.Image(format="png", layout=w.Layout(width="320px"))
+        self.matrix_title = w.HTML(value="")
         self.cell_grid = w.GridBox([])
         self.cell_buttons: dict[tuple[int, int], w.Button] = {}
+        self.recall_cells: dict[int, w.HTML] = {}
 
         images = image_view(self.x)
         self.gallery = Gallery(self.x, images, page_size, self._caption, columns=columns)
+        self.gallery.widget.layout.flex = "1 1 360px"  # beside the matrix; below it if narrow
         controls = w.HBox([self.errors_only, self.true_class, self.pred_class,
-                           self.show_all_button, self.run_button])
-        right = w.VBox([self.matrix_image, self.cell_grid, self.per_class])
+                           self.show_all_button, self.run_button],
+                          layout=w.Layout(align_items="center", flex_flow="row wrap"))
+        matrix = w.VBox([self.matrix_title, self.cell_grid],
+                        layout=w.Layout(flex="none", margin="0 20px 8px 0"))
         self.widget = w.VBox([
             self.header, self.status.widget, controls, self.summary,
-            w.HBox([self.gallery.widget, right]), self.latency.widget,
-        ])
+            w.HBox([matrix, self.gallery.widget],
+                   layout=w.Layout(flex_flow="row wrap", align_items="flex-start")),
+            self.latency.widget,
+        ], layout=w.Layout(max_width="880px"))
+        # class names for styling and for the browser tests' selectors
+        self.widget.add_class("tfserve-explorer")
+        self.summary.add_class("tfserve-summary")
+        self.cell_grid.add_class("tfserve-matrix")
         if run:
             self._on_run()
 
@@ -207,15 +234,14 @@ class PredictionExplorer:
         self.gallery.set_items(visible)
         self.summary.value = self._summary_html(visible)
         self._render_matrix()
-        self.per_class.value = self._per_class_html()
 
     def _caption(self, i: int) -> tuple[str, bool, str]:
         pred, true = int(self.y_pred[i]), int(self.y[i])
         text = (f"pred {class_name(self.class_names, pred)} / "
                 f"true {class_name(self.class_names, true)}")
-        extra = f"#{i}"
-        if self.scores is not None:
-            extra += f" · {self.scores[i, pred]:.0%}" if self._scores_are_probs else ""
+        extra = f"input #{i}"
+        if self.scores is not None and self._scores_are_probs:
+            extra += f" · {self.scores[i, pred]:.0%} sure"
         return text, pred != true, extra
 
     def _header_html(self) -> str:
@@ -235,20 +261,6 @@ class PredictionExplorer:
         return (f"<b>accuracy {correct / len(self.y):.2%}</b> ({correct}/{len(self.y)}) · "
                 f"showing {len(visible)} of {len(self.y)}{html.escape(where)}")
 
-    def _per_class_html(self) -> str:
-        counts = self.confusion_matrix()
-        cells = []
-        for k in range(self.n_classes):
-            total = int(counts[k].sum())
-            if total == 0:
-                continue
-            acc = counts[k, k] / total
-            color = "#1a7f37" if acc >= 0.9 else ("#b26a00" if acc >= 0.7 else "#c62828")
-            cells.append(f"<tr><td>{html.escape(class_name(self.class_names, k))}</td>"
-                         f"<td>{total}</td><td style='color:{color}'>{acc:.1%}</td></tr>")
-        return ('<table style="font-size:11px"><tr><th>class</th><th>n</th><th>accuracy</th>'
-                "</tr>" + "".join(cells) + "</table>")
-
     def _build_class_controls(self) -> None:
         import ipywidgets as w
 
@@ -263,67 +275,80 @@ class PredictionExplorer:
         finally:
             self._holding = False
         self.cell_buttons = {}
+        self.recall_cells = {}
         if self.n_classes > MAX_CELL_BUTTONS:
             self.cell_grid.children = [w.HTML("<small>choose a cell with the true/pred "
                                               "dropdowns</small>")]
             return
-        children = [w.HTML("<small>true \\ pred</small>")]
-        children += [w.HTML(f"<small><b>{k}</b></small>") for k in range(self.n_classes)]
-        for t in range(self.n_classes):
-            children.append(w.HTML(f"<small><b>{t}</b></small>"))
-            for p in range(self.n_classes):
-                button = w.Button(description="0", layout=w.Layout(width="34px", height="22px",
-                                                                   padding="0"))
+        n = self.n_classes
+
+        def label(text, **style):
+            css = ";".join(f"{k.replace('_', '-')}:{v}" for k, v in style.items())
+            return w.HTML(f'<div style="font-size:11px;text-align:center;{css}">{text}</div>',
+                          layout=w.Layout(margin="0", align_self="center"))
+
+        # row 1: the axis name over the predicted classes; row 2: their names
+        children = [label(""), label("predicted →", color="#555"),
+                    *[label("") for _ in range(n)]]
+        children += [label("true ↓", color="#555", white_space="nowrap"),
+                     *[label(f"<b>{html.escape(self._short(k))}</b>") for k in range(n)],
+                     label("acc.", color="#555")]
+        for t in range(n):
+            children.append(label(f"<b>{html.escape(self._short(t))}</b>"))
+            for p in range(n):
+                button = w.Button(description="", layout=w.Layout(
+                    width=f"{CELL}px", height=f"{CELL - 6}px", padding="0", margin="0"))
+                button.style.font_size = "11px"
                 button.on_click(lambda _, t=t, p=p: self._on_cell(t, p))
+                button.add_class("tfserve-cell")
                 self.cell_buttons[(t, p)] = button
                 children.append(button)
+            self.recall_cells[t] = label("")
+            children.append(self.recall_cells[t])
+        # the first label row spans every column but the first and last (grid placement)
+        children[1].layout.grid_area = f"1 / 2 / 2 / {n + 2}"
+        children = children[:2] + [children[n + 1]] + children[n + 2:]
         self.cell_grid.children = children
-        self.cell_grid.layout = w.Layout(grid_template_columns=f"repeat({self.n_classes + 1}, "
-                                                               "auto)", grid_gap="1px")
+        self.cell_grid.layout = w.Layout(
+            grid_template_columns=f"44px repeat({n}, {CELL}px) 44px",
+            grid_gap="2px", width="fit-content")
+
+    def _short(self, k: int) -> str:
+        """A class's name cut to fit a matrix cell (the dropdowns hold the full names)."""
+        text = class_name(self.class_names, k)
+        return text if len(text) <= 4 else text[:3] + "…"
 
     def _render_matrix(self) -> None:
         counts = self.confusion_matrix()
+        total = int(counts.sum())
+        self.matrix_title.value = (
+            f"<b>Confusion matrix</b> <small style='color:#555'>· accuracy "
+            f"{np.trace(counts) / max(total, 1):.1%} · click a cell to see its inputs</small>")
+        t_sel, p_sel = self.true_class.value, self.pred_class.value
+        row_totals = counts.sum(axis=1)
         for (t, p), button in self.cell_buttons.items():
             count = int(counts[t, p])
+            share = count / row_totals[t] if row_totals[t] else 0.0
             button.description = str(count)
-            button.tooltip = f"true {t}, predicted {p}: {count}"
-            button.button_style = ("success" if t == p and count else
-                                   "danger" if count else "")
-        self.matrix_image.value = self._matrix_png(counts)
+            button.tooltip = f"true {self._name(t)}, predicted {self._name(p)}: {count}"
+            background, text = cell_colors(share, correct=(t == p), empty=count == 0)
+            button.style.button_color = background
+            button.style.text_color = text
+            button.style.font_weight = "bold" if t == p else "normal"
+            picked = (t_sel == ANY or t_sel == t) and (p_sel == ANY or p_sel == p) and (
+                t_sel != ANY or p_sel != ANY)
+            button.layout.border = "2px solid #ff7f0e" if picked else "1px solid #ddd"
+        for t, cell in self.recall_cells.items():
+            if row_totals[t]:
+                acc = counts[t, t] / row_totals[t]
+                color = "#1a7f37" if acc >= 0.9 else ("#b26a00" if acc >= 0.7 else "#c62828")
+                cell.value = (f'<div style="font-size:11px;color:{color}" title="recall of '
+                              f'{html.escape(self._name(t))}">{acc:.0%}</div>')
+            else:
+                cell.value = '<div style="font-size:11px;color:#999">–</div>'
 
-    def _matrix_png(self, counts: np.ndarray) -> bytes:
-        from matplotlib.figure import Figure
-
-        n = self.n_classes
-        side = min(2.0 + 0.35 * n, 8.0)
-        fig = Figure(figsize=(side, side), dpi=80)
-        ax = fig.add_subplot(1, 1, 1)
-        ax.imshow(np.log1p(counts), cmap="Blues")
-        if n <= 20:
-            peak = counts.max() if counts.size else 0
-            for t in range(n):
-                for p in range(n):
-                    if counts[t, p]:
-                        dark = np.log1p(counts[t, p]) > 0.6 * np.log1p(peak)
-                        ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=7,
-                                color="white" if dark else "black")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ticks = range(n) if n <= 20 else range(0, n, max(1, n // 10))
-        ax.set_xticks(list(ticks))
-        ax.set_yticks(list(ticks))
-        ax.tick_params(labelsize=7)
-        t_sel, p_sel = self.true_class.value, self.pred_class.value
-        if t_sel != ANY or p_sel != ANY:
-            from matplotlib.patches import Rectangle
-
-            x0, w_ = (p_sel - 0.5, 1) if p_sel != ANY else (-0.5, n)
-            y0, h_ = (t_sel - 0.5, 1) if t_sel != ANY else (-0.5, n)
-            ax.add_patch(Rectangle((x0, y0), w_, h_, fill=False, ec="#ff7f0e", lw=2))
-        ax.set_title(f"confusion matrix (accuracy {np.trace(counts) / counts.sum():.1%})",
-                     fontsize=9)
-        fig.tight_layout()
-        return figure_png(fig)
+    def _name(self, k: int) -> str:
+        return class_name(self.class_names, k)
 
     # ------------------------------------------------------------------ handlers
     @guarded

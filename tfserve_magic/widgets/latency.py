@@ -1,4 +1,8 @@
-"""LatencyView: a small live plot of request latencies fed by the other widgets."""
+"""LatencyView: a small live plot of request latencies fed by the other widgets.
+
+The x axis counts requests (not seconds), so one request and a thousand both read well; with
+fewer than two requests there is nothing to plot and only the numbers are shown.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import numpy as np
 from tfserve_magic.widgets._common import figure_png
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+PLOT_PX = (480, 150)  # the plot's size on screen (rendered at 2x for sharp text)
+MARKERS_UP_TO = 60  # points per series drawn with markers; more are a plain line
+_NONE_YET = "<small style='color:#777'>latency: no requests yet</small>"
 
 
 class LatencyView:
@@ -28,9 +35,11 @@ class LatencyView:
         self.samples: deque[tuple[float, float, str]] = deque(maxlen=int(maxlen))
         self.title = title
         self.auto_render = render
-        self.image = w.Image(format="png", layout=w.Layout(width="360px"))
-        self.summary_html = w.HTML(value="<i>no requests yet</i>")
-        self.widget = w.VBox([self.summary_html, self.image])
+        self.image = w.Image(format="png", layout=w.Layout(width=f"{PLOT_PX[0]}px",
+                                                           display="none"))
+        self.summary_html = w.HTML(value=_NONE_YET)
+        self.widget = w.VBox([self.summary_html, self.image],
+                             layout=w.Layout(margin="6px 0 0 0"))
 
     # ------------------------------------------------------------------ data
     def record(self, latency_s, series: str = "requests", t: float | None = None) -> None:
@@ -72,38 +81,59 @@ class LatencyView:
     def render(self) -> None:
         stats = self.summary()
         if not stats:
-            self.summary_html.value = "<i>no requests yet</i>"
+            self.summary_html.value = _NONE_YET
             self.image.value = b""
+            self.image.layout.display = "none"
             return
-        parts = [
-            f"{html.escape(name)}: last {s['last'] * 1e3:.1f} ms, p50 {s['p50'] * 1e3:.1f} ms, "
-            f"p95 {s['p95'] * 1e3:.1f} ms (n={s['count']})"
-            for name, s in stats.items()
-        ]
-        self.summary_html.value = "<small>" + "<br>".join(parts) + "</small>"
+        parts = []
+        for k, (name, s) in enumerate(stats.items()):
+            color = _COLORS[k % len(_COLORS)] if len(stats) > 1 else "#333"
+            numbers = (f"last {s['last'] * 1e3:.1f} ms" if s["count"] == 1 else
+                       f"last {s['last'] * 1e3:.1f} ms, p50 {s['p50'] * 1e3:.1f} ms, "
+                       f"p95 {s['p95'] * 1e3:.1f} ms")
+            parts.append(f"<span style='color:{color}'>■</span> {html.escape(name)}: {numbers} "
+                         f"(n={s['count']})")
+        self.summary_html.value = ("<small><b>" + html.escape(self.title) + "</b> · "
+                                   + " · ".join(parts) + "</small>")
+        if max(s["count"] for s in stats.values()) < 2:  # one number per series: no plot
+            self.image.value = b""
+            self.image.layout.display = "none"
+            return
         self.image.value = self._plot()
+        self.image.layout.display = ""
 
     def _plot(self) -> bytes:
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(4.5, 1.8), dpi=80)
+        dpi = 100
+        fig = Figure(figsize=(PLOT_PX[0] * 2 / dpi, PLOT_PX[1] * 2 / dpi), dpi=dpi)
         ax = fig.add_subplot(1, 1, 1)
-        start = self.samples[0][0]
-        by_series: dict[str, tuple[list[float], list[float]]] = {}
-        for t, latency_s, name in self.samples:
-            ts, ls = by_series.setdefault(name, ([], []))
-            ts.append(t - start)
-            ls.append(latency_s * 1e3)
-        for k, (name, (ts, ls)) in enumerate(by_series.items()):
-            ax.plot(ts, ls, marker=".", lw=1, color=_COLORS[k % len(_COLORS)], label=name)
-        ax.set_xlabel("s", fontsize=7)
-        ax.set_ylabel("ms", fontsize=7)
-        ax.set_title(self.title, fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.set_ylim(bottom=0)
-        if len(by_series) > 1:
-            ax.legend(fontsize=6, loc="upper left")
-        fig.tight_layout()
+        by_series: dict[str, list[float]] = {}
+        for _, latency_s, name in self.samples:
+            by_series.setdefault(name, []).append(latency_s * 1e3)
+        top = 0.0
+        for k, (name, values) in enumerate(by_series.items()):
+            xs = np.arange(1, len(values) + 1)
+            few = len(values) <= MARKERS_UP_TO
+            ax.plot(xs, values, lw=1.6 if few else 1.0, color=_COLORS[k % len(_COLORS)],
+                    marker="o" if few else None, markersize=4, label=name)
+            top = max(top, float(np.percentile(values, 99)) if len(values) > 20 else max(values))
+        longest = max(len(v) for v in by_series.values())
+        ax.set_xlim(0.5, longest + 0.5)
+        ax.set_ylim(0, top * 1.2 if top > 0 else 1.0)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("request", fontsize=16)
+        ax.set_ylabel("ms", fontsize=16)
+        ax.tick_params(labelsize=14)
+        ax.grid(alpha=0.3)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        if len(by_series) > 1:  # above the axes, never over the first points
+            ax.legend(fontsize=14, loc="lower left", bbox_to_anchor=(0.0, 1.0),
+                      ncol=len(by_series), frameon=False, borderaxespad=0.2)
+        fig.tight_layout(pad=0.4)
         return figure_png(fig)
 
     def _repr_mimebundle_(self, **kwargs):
