@@ -628,6 +628,24 @@ print(
     f"--mount type=bind,source={base_path},target=/models/MLP "
     "-e MODEL_NAME=MLP -t tensorflow/serving"
 )"""),
+    md("""
+## One command for the real thing: `%tfserve deploy`
+
+`%tfserve deploy MLP` takes what the running server serves (models, versions, labels, batching
+and monitoring settings), checks that stock TensorFlow Serving can run it (the TensorFlow
+version that wrote the model against the image tag, add-on ops, free batch dimensions), and
+writes a recipe: `--target docker` (Dockerfile, compose.yaml, a README with the exact
+commands and a smoke test), `--target kubernetes` (Deployment with probes and resources,
+Service, `--max-replicas` for an autoscaler) or `--target kserve` (an InferenceService).
+The clients above stay as they are; only the address changes (docs/deploy.md).
+"""),
+    code("""
+recipe = %tfserve deploy MLP --target docker --out ./deploy/docker
+print(recipe)
+print(open("deploy/docker/Dockerfile").read())"""),
+    code("""
+%tfserve deploy MLP --target kserve --out ./deploy/kserve --storage-uri gs://YOUR-BUCKET/models
+print(open("deploy/kserve/inferenceservice.yaml").read())"""),
     code("%tfserve stop MLP"),
 ]
 

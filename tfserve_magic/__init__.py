@@ -27,6 +27,8 @@ _LAZY = {
     "ServingError": "tfserve_magic.client",
     "Prediction": "tfserve_magic.client",
     "quiet_tensorflow": "tfserve_magic.quiet",
+    "deploy": "tfserve_magic.deploy",
+    "DeployError": "tfserve_magic.deploy",
 }
 _SUBMODULES = {"datasets", "widgets", "export", "manager", "client", "magics", "server"}
 

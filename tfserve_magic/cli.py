@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "status": "show the model version states of a running server",
     "logs": "print the end of a server's log",
     "stop": "stop a running server (or --all)",
+    "deploy": "write a Docker/Kubernetes/KServe recipe for real TF Serving (with a preflight)",
 }
 
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         from tfserve_magic.server.main import main as serve_main
 
         return serve_main(rest)
+    if command == "deploy":
+        return _deploy_command(rest)
     if command not in SUBCOMMANDS:
         print(f"tfserve: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
@@ -68,5 +71,19 @@ def _manager_command(command: str, rest: list[str]) -> int:
             print("\n".join(f"Stopped {h.name} (pid {h.pid})" for h in stopped) or "Nothing to stop.")
     except (LookupError, RuntimeError, ValueError) as exc:
         print(f"tfserve {command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _deploy_command(rest: list[str]) -> int:
+    from tfserve_magic.deploy import DeployError, add_arguments, deploy_from_args
+
+    parser = argparse.ArgumentParser(prog="tfserve deploy", description=SUBCOMMANDS["deploy"])
+    add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        print(repr(deploy_from_args(args)))
+    except DeployError as exc:
+        print(f"tfserve deploy: {exc}", file=sys.stderr)
         return 1
     return 0

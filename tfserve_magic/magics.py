@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "explore": "prediction explorer widget (gallery, filters, confusion matrix)",
     "draw": "draw-a-digit widget",
     "compare": "version-against-version widget",
+    "deploy": "write a Docker/Kubernetes/KServe recipe for real TF Serving (checked first)",
 }
 
 
@@ -97,6 +98,7 @@ class TFServeMagics(Magics, Configurable):
           explore  NAME X Y          prediction explorer widget
           draw     NAME              draw-a-digit widget
           compare  NAME X Y          version-against-version widget
+          deploy   NAME [BASE_PATH] --target docker|kubernetes|kserve --out DIR
         """
         try:
             words = shlex.split(line, posix=True)
@@ -297,6 +299,20 @@ class TFServeMagics(Magics, Configurable):
         try:
             print(logs(args.name, n=args.n))
         except (LookupError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+
+    # ------------------------------------------------------------------ deploy
+    def _args_deploy(self, p: MagicArgumentParser) -> None:
+        from tfserve_magic.deploy import add_arguments
+
+        add_arguments(p)
+
+    def _cmd_deploy(self, args):
+        from tfserve_magic.deploy import DeployError, deploy_from_args
+
+        try:
+            return deploy_from_args(args)
+        except DeployError as exc:
             raise UsageError(str(exc)) from None
 
     # ------------------------------------------------------------------ widgets
