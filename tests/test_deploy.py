@@ -22,9 +22,9 @@ import requests
 import yaml
 
 import tfserve_magic as tfm
-from tfserve_magic.deploy import DeployError, deploy
-from tfserve_magic.deploy import preflight as preflight_mod
-from tfserve_magic.deploy.tags import SERVING_RELEASES, choose_tag
+from tfserve_magic.deployment import DeployError, deploy
+from tfserve_magic.deployment import preflight as preflight_mod
+from tfserve_magic.deployment.tags import SERVING_RELEASES, choose_tag
 
 DATA = Path(__file__).parent / "data"
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -447,8 +447,8 @@ def test_multi_model_kubernetes_and_kserve(small_models, tmp_path):
 
 
 def test_gpu_compose_reserves_a_gpu():
-    from tfserve_magic.deploy.sources import ModelSource, Plan
-    from tfserve_magic.deploy.targets import Options, compose
+    from tfserve_magic.deployment.sources import ModelSource, Plan
+    from tfserve_magic.deployment.targets import Options, compose
 
     plan = Plan([ModelSource("MLP", Path("/x"), [1])], origin="test")
     service = yaml.safe_load(compose(plan, Options("docker", "MLP", gpu=True), "img"))
@@ -509,7 +509,7 @@ def test_session_only_models_are_a_note(monkeypatch, small_models):
         "tensorflow_version": "1.15.0", "ops": ["MatMul"], "unknown_ops": [],
         "signatures": {}, "loader": "session", "rss_delta_bytes": 0}}}
     monkeypatch.setattr(preflight_mod, "run_probe", lambda paths, **kw: fake)
-    from tfserve_magic.deploy.sources import from_base_path
+    from tfserve_magic.deployment.sources import from_base_path
 
     checked = preflight_mod.check(from_base_path("beta", small_models / "beta"))
     assert checked.ok and checked.tag.tag == "1.15.0"
@@ -566,7 +566,7 @@ def test_existing_files_are_not_overwritten_without_force(tmp_path, small_models
 
 # ----------------------------------------------------------------------------- entry points
 def test_cli_and_public_api(tmp_path, small_models):
-    import tfserve_magic.deploy  # noqa: F401 - binds the package attribute; tfm.deploy still calls
+    import tfserve_magic.deployment  # noqa: F401 - the package's own name; tfm.deploy stays a function
 
     assert tfm.deploy("beta", small_models / "beta", target="docker", out=tmp_path / "api").out
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))

@@ -27,10 +27,10 @@ _LAZY = {
     "ServingError": "tfserve_magic.client",
     "Prediction": "tfserve_magic.client",
     "quiet_tensorflow": "tfserve_magic.quiet",
-    "deploy": "tfserve_magic.deploy",
-    "DeployError": "tfserve_magic.deploy",
+    "deploy": "tfserve_magic.deployment",
+    "DeployError": "tfserve_magic.deployment",
 }
-_SUBMODULES = {"datasets", "widgets", "export", "manager", "client", "magics", "server"}
+_SUBMODULES = {"datasets", "widgets", "export", "manager", "client", "magics", "server", "deployment"}
 
 __all__ = sorted(_LAZY) + ["load_ipython_extension", "unload_ipython_extension"]
 

@@ -76,7 +76,7 @@ def _manager_command(command: str, rest: list[str]) -> int:
 
 
 def _deploy_command(rest: list[str]) -> int:
-    from tfserve_magic.deploy import DeployError, add_arguments, deploy_from_args
+    from tfserve_magic.deployment import DeployError, add_arguments, deploy_from_args
 
     parser = argparse.ArgumentParser(prog="tfserve deploy", description=SUBCOMMANDS["deploy"])
     add_arguments(parser)

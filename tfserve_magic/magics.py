@@ -303,12 +303,12 @@ class TFServeMagics(Magics, Configurable):
 
     # ------------------------------------------------------------------ deploy
     def _args_deploy(self, p: MagicArgumentParser) -> None:
-        from tfserve_magic.deploy import add_arguments
+        from tfserve_magic.deployment import add_arguments
 
         add_arguments(p)
 
     def _cmd_deploy(self, args):
-        from tfserve_magic.deploy import DeployError, deploy_from_args
+        from tfserve_magic.deployment import DeployError, deploy_from_args
 
         try:
             return deploy_from_args(args)

@@ -15,8 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfserve_magic.deploy.sources import DeployError, Plan
-from tfserve_magic.deploy.tags import TagChoice, choose_tag, parse_version
+from tfserve_magic.deployment.sources import DeployError, Plan
+from tfserve_magic.deployment.tags import TagChoice, choose_tag, parse_version
 
 PROBE_TIMEOUT_S = 600.0
 
@@ -73,7 +73,7 @@ def run_probe(paths: list[str], *, load: bool = True, tags=("serve",)) -> dict:
     request = json.dumps({"paths": paths, "tags": list(tags), "load": load})
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "tfserve_magic.deploy._probe"], input=request,
+            [sys.executable, "-m", "tfserve_magic.deployment._probe"], input=request,
             capture_output=True, text=True, env=env, timeout=PROBE_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:

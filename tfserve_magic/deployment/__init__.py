@@ -14,14 +14,18 @@ import html
 import json
 import os
 import shutil
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfserve_magic.deploy.preflight import Finding, Preflight, check
-from tfserve_magic.deploy.sources import DeployError, Plan, from_base_path, from_config, from_server
-from tfserve_magic.deploy.tags import SERVING_RELEASES, choose_tag
+from tfserve_magic.deployment.preflight import Finding, Preflight, check
+from tfserve_magic.deployment.sources import (
+    DeployError,
+    Plan,
+    from_base_path,
+    from_config,
+    from_server,
+)
+from tfserve_magic.deployment.tags import SERVING_RELEASES, choose_tag
 
 __all__ = ["deploy", "DeployError", "DeployResult", "Preflight", "Finding", "choose_tag",
            "SERVING_RELEASES", "add_arguments", "deploy_from_args"]
@@ -77,7 +81,7 @@ def _read_config_file(path: Path, parse, what: str) -> str:
 
 
 def _validate_options(target, out, replicas, max_replicas, storage_uri) -> None:
-    from tfserve_magic.deploy.targets import STORAGE_SCHEMES, TARGETS
+    from tfserve_magic.deployment.targets import STORAGE_SCHEMES, TARGETS
 
     if target not in TARGETS:
         raise DeployError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
@@ -111,7 +115,7 @@ def deploy(name: str | None = None, base_path=None, *, target: str, out, config=
     monitoring). ``batching``: True (TF Serving's suggested starting parameters) or a
     BatchingParameters file. Raises ``DeployError`` (nothing written) when it cannot be done.
     """
-    from tfserve_magic.deploy import readme, targets
+    from tfserve_magic.deployment import readme, targets
     from tfserve_magic.server.config import parse_batching_parameters, parse_monitoring_config
 
     _validate_options(target, out, replicas, max_replicas, storage_uri)
@@ -322,14 +326,3 @@ def deploy_from_args(args) -> DeployResult:
                   image=args.image, base_image=args.base_image,
                   batching=args.batching_file or args.batching or None,
                   monitoring=args.monitoring, force=args.force)
-
-
-class _CallableModule(types.ModuleType):
-    """``tfm.deploy(...)`` must work even after ``import tfserve_magic.deploy`` bound the
-    package's attribute ``deploy`` to this module: calling the module calls ``deploy()``."""
-
-    def __call__(self, *args, **kwargs) -> DeployResult:
-        return deploy(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from tfserve_magic.deploy.preflight import Preflight
-from tfserve_magic.deploy.sources import DeployError, ModelSource, Plan
+from tfserve_magic.deployment.preflight import Preflight
+from tfserve_magic.deployment.sources import DeployError, ModelSource, Plan
 
 TARGETS = ("docker", "kubernetes", "kserve")
 MODELS_DIR = "/models"  # the image's MODEL_BASE_PATH

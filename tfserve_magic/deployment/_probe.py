@@ -1,4 +1,4 @@
-"""Preflight probe, run as ``python -m tfserve_magic.deploy._probe`` in a fresh interpreter.
+"""Preflight probe, run as ``python -m tfserve_magic.deployment._probe`` in a fresh interpreter.
 
 It imports only TensorFlow (never Keras or an add-on library such as tensorflow-text), so its op
 registry is TensorFlow's core registry: an op it does not know was registered by an add-on, and

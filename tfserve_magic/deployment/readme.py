@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tfserve_magic.deploy.preflight import Preflight
-from tfserve_magic.deploy.sources import Plan
-from tfserve_magic.deploy.targets import (
+from tfserve_magic.deployment.preflight import Preflight
+from tfserve_magic.deployment.sources import Plan
+from tfserve_magic.deployment.targets import (
     GRPC_PORT,
     REST_PORT,
     Options,
