@@ -106,7 +106,7 @@ def evaluate_targets(results: dict) -> list:
             "measured": "n/a" if value is None else f"{value:.2f}x",
             "status": "n/a" if value is None else ("pass" if value >= needed else "miss"),
             "n_images": n_images, "concurrency": concurrency, "batching": batching,
-            "profile": True,
+            "profile": True, "peer": peer, "other": other,
         })
 
     ratio_target("ours vs Flask, 1 image, c=8", "ours", "flask", 1, 8, 3.5)
@@ -625,14 +625,52 @@ def _hot_swap_section(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _per_core_lines(results: dict, missed: list) -> list[str]:
+    """For missed comparisons with another server: the work each did per core it got.
+
+    On a machine whose cores the load generator shares, a ratio of throughputs says how many
+    cores each server managed to take as much as how fast it is; req/s per server core
+    (``server_cores``: CPU seconds of all the server's processes per second) separates the two.
+    """
+    lines = []
+    for target in missed:
+        peer, other = target.get("peer"), target.get("other")
+        if not peer or not other or target.get("profile"):
+            continue
+        mine = _cell(results, peer, target["n_images"], target["concurrency"])
+        theirs = _cell(results, other, target["n_images"], target["concurrency"])
+        if not mine or not theirs or not mine.get("server_cores") or not theirs.get(
+                "server_cores"):
+            continue
+        own = mine["per_second"] / mine["server_cores"]
+        their = theirs["per_second"] / theirs["server_cores"]
+        cores = (results.get("machine") or {}).get("cores")
+        lines.append(
+            f"- **{target['name']}** ({target['measured']}): {_spec(peer).short} did "
+            f"{own:,.1f} req/s per server core ({mine['per_second']:,.1f} req/s on "
+            f"{mine['server_cores']:.2f} cores), {_spec(other).short} {their:,.1f} "
+            f"({theirs['per_second']:,.1f} req/s on {theirs['server_cores']:.2f} cores): "
+            f"{own / their:.2f}x the work per core. What stands in the way is the cores the "
+            f"server could take on this {cores}-core machine with the load generator on the "
+            "same cores, not the work per request."
+        )
+    return lines
+
+
 def _profile_section(results: dict) -> str:
     profiles = [p for p in results.get("profiles", []) if "self" in p]
     missed = [t for t in results["targets"] if t["status"] == "miss"]
     lines = ["## Where the time goes", ""]
+    per_core = _per_core_lines(results, missed)
+    if per_core:
+        lines += per_core + [""]
     if not profiles:
-        if missed:
+        if any(t.get("profile") for t in missed):
             lines.append("Targets were missed but no profile was taken (`--profile never`, or "
                          "py-spy is not installed: `pip install py-spy`).")
+        elif missed:
+            lines.append("No profile was taken: the missed targets compare servers that use "
+                         "different numbers of cores, which the per-core numbers above explain.")
         else:
             unmeasured = sum(t["status"] == "n/a" for t in results["targets"])
             lines.append("No measured target was missed, so no profile was taken (`--profile "

@@ -18,7 +18,7 @@ import time
 import pytest
 import requests
 
-from tests.fixtures.server import start_server
+from tests.fixtures.server import server_models_config, start_server
 
 CASES = int(os.environ.get("TFSERVE_FUZZ_CASES", "2500"))
 SEED = int(os.environ.get("TFSERVE_FUZZ_SEED", "16"))
@@ -102,20 +102,8 @@ def _case(rng: random.Random, index: int):
 def fuzz_server(server_test_models, tmp_path_factory):
     work = tmp_path_factory.mktemp("fuzz-server")
     config = work / "models.config"
-    config.write_text(
-        f"""
-model_config_list {{
-  config {{
-    name: "half"
-    base_path: "{server_test_models['half']}"
-    model_version_policy {{ all {{}} }}
-    version_labels {{ key: "stable" value: 1 }}
-  }}
-  config {{ name: "multi" base_path: "{server_test_models['multi']}" }}
-  config {{ name: "strings" base_path: "{server_test_models['strings']}" }}
-}}
-"""
-    )
+    config.write_text(server_models_config(server_test_models, canary=False,
+                                         names=("multi", "strings")))
     server = start_server(None, config_file=config, workdir=work)
     yield server
     assert server.stop() == 0

@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tests.fixtures.server import start_server
+from tests.fixtures.server import server_models_config, start_server
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -36,24 +36,7 @@ def grpc_server(server_test_models, tmp_path_factory):
     half_in = work / "half_in"
     _export_half_input(half_in / "1")
     config = work / "models.config"
-    config.write_text(
-        f"""
-model_config_list {{
-  config {{
-    name: "half"
-    base_path: "{server_test_models['half']}"
-    model_platform: "tensorflow"
-    model_version_policy {{ all {{}} }}
-    version_labels {{ key: "stable" value: 1 }}
-    version_labels {{ key: "canary" value: 2 }}
-  }}
-  config {{ name: "multi" base_path: "{server_test_models['multi']}" }}
-  config {{ name: "strings" base_path: "{server_test_models['strings']}" }}
-  config {{ name: "dtypes" base_path: "{server_test_models['dtypes']}" }}
-  config {{ name: "half_in" base_path: "{half_in}" }}
-}}
-"""
-    )
+    config.write_text(server_models_config(server_test_models, extra={"half_in": half_in}))
     monitoring = work / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true path: "/metrics" }\n')
     socket_path = work / "tf-serving.sock"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.fixtures.server import start_server
+from tests.fixtures.server import server_models_config, start_server
 
 BODY_LIMIT = 1_000_000
 
@@ -26,23 +26,7 @@ BODY_LIMIT = 1_000_000
 def api(server_test_models, tmp_path_factory):
     work = tmp_path_factory.mktemp("api-server")
     config = work / "models.config"
-    config.write_text(
-        f"""
-model_config_list {{
-  config {{
-    name: "half"
-    base_path: "{server_test_models['half']}"
-    model_platform: "tensorflow"
-    model_version_policy {{ all {{}} }}
-    version_labels {{ key: "stable" value: 1 }}
-    version_labels {{ key: "canary" value: 2 }}
-  }}
-  config {{ name: "multi" base_path: "{server_test_models['multi']}" }}
-  config {{ name: "strings" base_path: "{server_test_models['strings']}" }}
-  config {{ name: "dtypes" base_path: "{server_test_models['dtypes']}" }}
-}}
-"""
-    )
+    config.write_text(server_models_config(server_test_models))
     monitoring = work / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
     server = start_server(
