@@ -9,6 +9,7 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -152,6 +153,168 @@ def test_large_slow_path_body_is_decoded_off_the_event_loop(server):
     assert latencies, "no status call ran while the body was decoded"
     assert max(latencies) < 2.0, latencies
     assert _predict(server.url, [2.0]).json() == {"predictions": [3.0]}
+
+
+_BIG = 1_400_000  # 0.123456789 this many times: a 16.8 MB body
+
+
+def _big_body(tail: str = "") -> bytes:
+    return ('{"instances": [' + ",".join(["0.123456789"] * _BIG) + tail + "]}").encode()
+
+
+def _deep_body() -> bytes:
+    """16 MB of instances nested 250 deep: under the depth limit, over numpy's 64 dimensions."""
+    instance = "[" * 250 + "1" + "]" * 250
+    return ('{"instances": [' + ",".join([instance] * 32_000) + "]}").encode()
+
+
+_BIG_BODIES = {
+    "nan": (lambda: _big_body(", NaN"), 200),
+    "string": (lambda: _big_body(', "a"'), 400),
+    "deep": (_deep_body, 400),
+    "valid": (_big_body, 200),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_BIG_BODIES))
+def test_status_stays_fast_while_16mb_bodies_are_decoded(server, kind):
+    # Bodies of 1 MiB and more are decoded in a helper process: the server's GIL stays free.
+    # In-process, single C calls held it: max 86-220 ms, and 3.7 s for the deep body.
+    make, expected = _BIG_BODIES[kind]
+    body = make()
+    assert len(body) > 16_000_000
+    response, latencies = _status_latencies_while(
+        server.url,
+        lambda: requests.post(f"{server.url}/v1/models/half:predict", data=body, timeout=120),
+    )
+    assert response.status_code == expected, response.text[:300]
+    assert len(latencies) >= 5, latencies
+    assert max(latencies) < 0.5, latencies
+    assert statistics.median(latencies) < 0.05, latencies
+
+
+@pytest.fixture(scope="module")
+def in_process(half_base, tmp_path_factory):
+    """A server that decodes every body in-process (the helper processes turned off)."""
+    os.environ["TFSERVE_MAGIC_DECODE_PROCESS_BYTES"] = "0"
+    try:
+        running = start_server(half_base, model_name="half",
+                               workdir=tmp_path_factory.mktemp("hardening-in-process"))
+    finally:
+        del os.environ["TFSERVE_MAGIC_DECODE_PROCESS_BYTES"]
+    yield running
+    running.stop()
+
+
+def _large_cases() -> dict:
+    values = [float(i % 97) / 4 for i in range(240_000)]  # about 1.5 MB of JSON
+    rows = json.dumps({"instances": values}).encode()
+    assert len(rows) > 1 << 20
+    return {
+        "rows": ("half", rows),
+        "columns": ("half", json.dumps({"inputs": values}).encode()),
+        "named signature": ("half", json.dumps(
+            {"signature_name": "serving_default", "instances": values}).encode()),
+        "unknown signature": ("half", json.dumps(
+            {"signature_name": "nope", "instances": values}).encode()),
+        "nan": ("half", rows[:-2] + b", NaN]}"),
+        "string": ("half", rows[:-2] + b', "a"]}'),
+        "bytes object": ("half", rows[:-2] + b', {"b64": "AAAA"}]}'),
+        "truncated": ("half", rows[:-7]),
+        "not an object": ("half", rows[len(b'{"instances": '):-1]),
+        "unknown model, truncated": ("nope", rows[:-7]),
+        "unknown model": ("nope", rows),
+        "classify": ("half", json.dumps(
+            {"examples": [{"x": [v]} for v in values[:90_000]]}).encode()),
+    }
+
+
+def test_large_bodies_get_the_same_answers_as_in_process(server, in_process):
+    for case, (model, body) in _large_cases().items():
+        api = "classify" if case == "classify" else "predict"
+        answers = [
+            requests.post(f"{s.url}/v1/models/{model}:{api}", data=body, timeout=120)
+            for s in (server, in_process)
+        ]
+        assert answers[0].status_code == answers[1].status_code, case
+        assert answers[0].content == answers[1].content, case
+    values = json.loads(_large_cases()["rows"][1])["instances"]
+    small = _predict(server.url, sorted(set(values))).json()["predictions"]
+    expected = dict(zip(sorted(set(values)), small))
+    big = requests.post(f"{server.url}/v1/models/half:predict",
+                        data=_large_cases()["rows"][1], timeout=120).json()["predictions"]
+    assert big == [expected[v] for v in values]
+
+
+def test_codec_errors_keep_their_status_through_pickle():
+    import pickle
+
+    from tfserve_magic.server.codec import CodecError
+
+    error = pickle.loads(pickle.dumps(CodecError("not implemented", 501)))
+    assert (type(error), str(error), error.status) == (CodecError, "not implemented", 501)
+
+
+def test_decode_pool_that_cannot_start_falls_back(monkeypatch, caplog):
+    from tfserve_magic.server import decode_pool
+
+    def refuse():
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(decode_pool, "_Helper", refuse)
+    pool = decode_pool.DecodePool()
+    for _ in range(2):
+        with pytest.raises(decode_pool.PoolUnavailable):
+            pool.run("predict", b"{}", None)
+    assert pool.broken
+    assert sum("in-process" in r.getMessage() for r in caplog.records) == 1
+
+
+def _helpers(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "decode_pool"],
+                         capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited
+
+
+def test_dead_decode_process_falls_back_without_losing_requests(half_base, tmp_path):
+    running = start_server(half_base, model_name="half", workdir=tmp_path)
+    try:
+        model, body = _large_cases()["rows"]
+        first = requests.post(f"{running.url}/v1/models/half:predict", data=body, timeout=120)
+        assert first.status_code == 200
+        helpers = _helpers(running.pid)
+        assert helpers, "no decode process ran"
+        for pid in helpers:
+            os.kill(pid, 9)
+        for _ in range(3):  # the first finds the dead helper, the others decode in-process
+            again = requests.post(f"{running.url}/v1/models/half:predict", data=body, timeout=120)
+            assert again.status_code == 200 and again.content == first.content
+        assert _until(lambda: running.log().count("Decoding large bodies in-process") == 1)
+    finally:
+        running.stop()
+
+
+def test_decode_processes_exit_with_a_killed_server(half_base, tmp_path):
+    running = start_server(half_base, model_name="half", workdir=tmp_path)
+    try:
+        model, body = _large_cases()["rows"]
+        assert requests.post(f"{running.url}/v1/models/half:predict", data=body,
+                             timeout=120).status_code == 200
+        helpers = _helpers(running.pid)
+        assert helpers
+        running.process.kill()
+        running.process.wait(10)
+        assert _until(lambda: not any(_running(p) for p in helpers), 10)
+    finally:
+        running.stop()
 
 
 def test_documents_deeper_than_numpy_allows_get_400_not_500(server):

@@ -4,7 +4,9 @@ A raw ASGI callable (no framework): every request costs one regex match and a di
 before the codec runs. Model calls whose measured cost is small run inline on the event loop
 (decoding holds the GIL anyway, so a pool adds no parallelism); longer ones go to a thread pool
 so status and metadata requests are not stuck behind them (docs/design.md). Bodies larger than
-``inline_body_bytes`` are parsed and decoded on a separate thread for the same reason.
+``inline_body_bytes`` are parsed and decoded on a separate thread for the same reason, and
+those of ``process_body_bytes`` and more in a helper process (decode_pool), whose C calls do not
+hold this process's GIL.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from tfserve_magic.server import codec, inference
+from tfserve_magic.server import codec, decode_pool, inference
 from tfserve_magic.server.status import CODE_FOR_HTTP, ServingError, invalid
 
 log = logging.getLogger("tfserve_magic.server")
@@ -73,6 +75,7 @@ class ServingApp:
         inline_budget_s: float = 0.005,
         guard=None,
         inline_body_bytes: int = INLINE_BODY_BYTES,
+        process_body_bytes: int | None = decode_pool.PROCESS_BODY_BYTES,
     ):
         self.manager = manager
         self.metrics = metrics
@@ -86,6 +89,14 @@ class ServingApp:
         self.guard = guard  # a guard.RequestGuard (Host and cross-site checks), or None
         self.inline_body_bytes = inline_body_bytes
         self._decoder = None  # ThreadPoolExecutor for large bodies, made on first use
+        # Bodies of at least this size are decoded in helper processes (decode_pool), if any.
+        self.process_body_bytes = process_body_bytes
+        self._pool = None  # decode_pool.DecodePool, made on first use
+
+    def close(self) -> None:
+        """Stop the decode processes (they also exit by themselves when the server dies)."""
+        if self._pool is not None:
+            self._pool.close()
 
     # ---- ASGI ----
 
@@ -215,12 +226,49 @@ class ServingApp:
 
     # ---- verbs ----
 
+    def _for_helper(self, body: bytes) -> bool:
+        return self.process_body_bytes is not None and len(body) >= self.process_body_bytes
+
+    def _decode_pool(self):
+        if self._pool is None:
+            self._pool = decode_pool.DecodePool(size=2)  # as many as decode threads
+        return self._pool
+
     def _decode_predict(self, name, version, label, body: bytes):
+        if self._for_helper(body):
+            try:
+                return self._decode_predict_in_helper(name, version, label, body)
+            except decode_pool.PoolUnavailable:
+                pass  # logged once by the pool; decode here
         request = codec.parse_predict(body)  # steps 1-2
         servable = self.manager.resolve(name, version, label)  # step 3
         signature = servable.signature(request.signature_name)
         tensors, row = codec.decode_predict(request, signature.specs)  # steps 4-5
         return servable, signature, tensors, row
+
+    def _decode_predict_in_helper(self, name, version, label, body: bytes):
+        # The helper parses first (a parse error wins over an unknown model, as in-process);
+        # it gets every signature's specs of the servable, or None when resolving failed.
+        try:
+            servable = self.manager.resolve(name, version, label)
+            table = {key: sig.specs for key, sig in servable.signatures.items()}
+        except ServingError:
+            servable, table = None, None
+        kind, value = self._decode_pool().run("predict", body, table)
+        if kind == "resolve":  # the error that the in-process order raises at step 3
+            servable = self.manager.resolve(name, version, label)
+            servable.signature(value)
+            raise decode_pool.PoolUnavailable("the model changed meanwhile")  # decode here
+        signature_name, tensors, row = value
+        return servable, servable.signature(signature_name), tensors, row
+
+    def _parse_examples(self, body: bytes, api: str):
+        if self._for_helper(body):
+            try:
+                return self._decode_pool().run("examples", body, api)
+            except decode_pool.PoolUnavailable:
+                pass
+        return codec.parse_examples(body, api)
 
     async def _predict(self, name, version, label, body: bytes) -> bytes:
         large = len(body) > self.inline_body_bytes
@@ -233,7 +281,7 @@ class ServingApp:
 
     async def _classify_regress(self, api, name, version, label, body: bytes) -> bytes:
         large = len(body) > self.inline_body_bytes
-        request = await self._offload(large, codec.parse_examples, body, api)
+        request = await self._offload(large, self._parse_examples, body, api)
         servable = self.manager.resolve(name, version, label)
         signature = servable.example_signature(request.signature_name, api)
         serialized = inference.example_tensor(request.serialized)

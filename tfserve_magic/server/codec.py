@@ -62,6 +62,9 @@ class CodecError(Exception):
         self.message = message
         self.status = status
 
+    def __reduce__(self):  # keep .status across a pickle (errors from the decode processes)
+        return (type(self), (self.message, self.status))
+
 
 class InputSpec(NamedTuple):
     """One signature input: `dtype` is a numpy dtype or "string" (DT_STRING)."""

@@ -668,6 +668,7 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
         if batcher is not None:
             batcher.stop()
         executor.shutdown(wait=False, cancel_futures=True)
+        app.close()  # the decode processes
         loop.close()
 
 
