@@ -1,0 +1,130 @@
+"""Process plumbing shared by the server, the workers' parent, the registry and the manager.
+
+One home for the facts that used to be copied: whether a pid still runs, how a file is written
+so that a reader never sees half of it, and which address a local client dials for a server
+bound to some host. No TensorFlow, no IPython: the manager and the client import this too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+
+# Popen objects of children started by this process, so liveness checks reap them (no zombie
+# looks alive); the manager fills it.
+children: dict = {}
+
+
+def pid_alive(pid: int, expect: Iterable[str] = ()) -> bool:
+    """True if ``pid`` runs (not a zombie) and, where /proc tells, its command line holds one of
+    ``expect`` (guards against a recycled pid)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    proc = children.get(pid)
+    if proc is not None:
+        return proc.poll() is None
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        return _pid_alive_windows(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields and fields[0] in ("Z", "X"):
+            return False
+        expect = [e for e in expect if e]
+        if not expect:
+            return True
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, IndexError):
+        return True
+    return any(e in cmdline for e in expect)
+
+
+def _pid_alive_windows(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return False
+    code = ctypes.c_ulong()
+    kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+    kernel32.CloseHandle(handle)
+    return code.value == 259  # STILL_ACTIVE
+
+
+def write_atomic(path, data: bytes | str, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: a reader sees the
+    old file or the new one, never a part. Creates the folder; the file gets ``mode``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json_atomic(path, data, mode: int = 0o600) -> None:
+    """``write_atomic`` of ``data`` as indented JSON."""
+    write_atomic(path, json.dumps(data, indent=1), mode)
+
+
+def read_json(path) -> dict | None:
+    """The JSON object in ``path``, or None when it is missing, partial or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+_ANY_V4 = ("", "0.0.0.0")
+_ANY_V6 = ("::", "[::]")
+
+
+def connect_host(host: str) -> str:
+    """The address a local client dials for a server bound to ``host``, URL-ready (IPv6 in
+    brackets). A server bound to every IPv6 address is dialled on ``::1``: a socket bound to
+    ``::`` may be IPv6-only, so 127.0.0.1 is not sure to reach it."""
+    host = host or ""
+    if host in _ANY_V4:
+        return "127.0.0.1"
+    if host in _ANY_V6:
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def client_url(host: str, port: int, scheme: str = "http") -> str:
+    """``scheme://HOST:PORT`` a local client uses for a server bound to ``host``."""
+    return f"{scheme}://{connect_host(host)}:{port}"
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a plain socket (no SO_REUSEPORT) could bind ``port``: False if any listener
+    holds it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError:
+            return False
+    return True
