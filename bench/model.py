@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from bench.env import REPO, tf_env
 
 BODY_SIZES = (1, 100)
 MODEL_NAME = "MLP"
@@ -120,3 +124,12 @@ def _train_and_write(root: Path, versions: dict, bodies: dict, meta_file: Path, 
     if gap.max() < 1e-3:
         raise RuntimeError("versions A and B answer alike; the hot-swap timing needs them apart")
     meta_file.write_text(json.dumps({"data_source": data.source}))
+
+
+def prepare_assets(build_dir: Path, log=print) -> BenchAssets:
+    """Train/export in a child process so the harness itself never loads TensorFlow."""
+    subprocess.run(
+        [sys.executable, "-c", f"import bench.model as m; m.prepare({str(build_dir)!r})"],
+        cwd=REPO, env=tf_env(), check=True,
+    )
+    return prepare(build_dir, log=log)

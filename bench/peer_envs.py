@@ -19,7 +19,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from bench.peers import REPO, tf_env
+from bench.env import REPO, tf_env
 
 VENV_ROOT = REPO / "build" / "bench" / "venvs"
 

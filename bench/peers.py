@@ -22,9 +22,9 @@ from typing import Optional
 
 import psutil
 
+from bench.env import REPO, tf_env
 from bench.model import MODEL_NAME
 
-REPO = Path(__file__).resolve().parents[1]
 BATCHING_FILE = Path(__file__).with_name("batching.pbtxt")
 PREDICT_PATH = f"/v1/models/{MODEL_NAME}:predict"
 
@@ -80,15 +80,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def tf_env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    env.setdefault("CUDA_VISIBLE_DEVICES", "")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
 
 
 def ours_command(base_path: Path, info_file: Path, *extra: str, port: int = 0) -> list[str]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench import grpc_load, load, report, timings
-from bench.model import BODY_SIZES, BenchAssets
+from bench.model import BODY_SIZES, BenchAssets, prepare_assets
 from bench.peers import (
     BATCHING_FILE,
     PEERS,
@@ -125,17 +125,6 @@ def _workers_value(text: str) -> str:
 def http_keys(peers) -> list:
     """The HTTP peers among ``peers``, in the report's order."""
     return [k for k in PEERS if k in peers and k != "ceiling"]
-
-
-def prepare_assets(build_dir: Path) -> BenchAssets:
-    """Train/export in a child process so the harness itself never loads TensorFlow."""
-    subprocess.run(
-        [sys.executable, "-c", f"import bench.model as m; m.prepare({str(build_dir)!r})"],
-        cwd=REPO, env=tf_env(), check=True,
-    )
-    from bench.model import prepare
-
-    return prepare(build_dir, log=log)
 
 
 def measure_http(peer: RunningPeer, assets: BenchAssets, n_images: int, concurrency: int,
@@ -312,7 +301,7 @@ def main(argv=None) -> int:
         "batching_parameters": BATCHING_FILE.read_text(),
     }}
     log(f"Preparing the model and bodies under {build_dir} ...")
-    assets = prepare_assets(build_dir)
+    assets = prepare_assets(build_dir, log=log)
     results["data_source"] = assets.data_source
     if not args.no_decode:
         log("Decode speed (bench/decode_speed.py) ...")

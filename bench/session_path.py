@@ -207,8 +207,8 @@ def main(argv=None) -> int:
     if args.calls:  # the child that times the model calls
         print(json.dumps(_call_times(args.calls, args.rounds, args.budget)))
         return 0
-    from bench.peers import REPO
-    from bench.run import prepare_assets
+    from bench.env import REPO
+    from bench.model import prepare_assets
 
     build = REPO / "build" / "bench"
     assets = prepare_assets(build)

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from bench import load
-from bench.model import BODY_SIZES
+from bench.model import BODY_SIZES, prepare_assets
 from bench.peers import REPO, RunningPeer, start_peer, wait_ready
 
 HOOK = '''
@@ -216,8 +216,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not load.wrk_path():
         parser.error("needs wrk (apt-get install wrk)")
-    from bench.run import prepare_assets
-
     assets = prepare_assets(args.build_dir)
     assert 1 in BODY_SIZES
     workdir = args.build_dir / "tail"
