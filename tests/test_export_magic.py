@@ -11,7 +11,11 @@ from IPython.core.error import UsageError
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from tests.test_export import UndecoratedSubclassed, build_tutorial_subclassed  # noqa: E402
+from tests.helpers.export_models import (  # noqa: E402
+    Calculator,
+    UndecoratedSubclassed,
+    build_tutorial_subclassed,
+)
 from tfserve_magic.export import ExportResult  # noqa: E402
 
 
@@ -74,8 +78,6 @@ def test_input_signature_as_text_and_as_variable(shell, tmp_path):
 
 
 def test_several_signatures_of_a_tf_module(shell, tmp_path):
-    from tests.test_export import Calculator
-
     shell.user_ns["calc"] = Calculator()
     with pytest.raises(UsageError, match="--signature serving_default=affine"):
         export(shell, f"calc {tmp_path}")

@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (
 
 from tests.fixtures.legacy_models import KERAS2_VARIANTS, TF1_LABELS
 from tests.fixtures.server import start_server
-from tests.test_server_session_models import COUNTER, HALF_PLUS_THREE, HALF_PLUS_TWO, model_config
+from tests.helpers.serving import COUNTER, HALF_PLUS_THREE, HALF_PLUS_TWO, model_config
 
 
 @pytest.fixture(scope="module")

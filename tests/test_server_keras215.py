@@ -17,7 +17,7 @@ import requests
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tests.fixtures.server import start_server
-from tests.test_server_session_models import loader_of, model_config
+from tests.helpers.serving import loader_of, model_config
 from tfserve_magic.tensor_proto import from_numpy, to_numpy
 
 DATA = Path(__file__).parent / "data" / "keras2_tf215"

@@ -23,13 +23,18 @@ import requests
 
 from tests.fixtures.legacy_models import KERAS2_VARIANTS, TF1_LABELS
 from tests.fixtures.server import server_command, server_env, start_server
-from tests.test_server_reload import publish, states, wait_for
-
-DATA = Path(__file__).parent / "data" / "tfserving"
-HALF_PLUS_TWO = DATA / "saved_model_half_plus_two_cpu"
-HALF_PLUS_THREE = DATA / "saved_model_half_plus_three"
-COUNTER = DATA / "saved_model_counter"
-TWO_VERSIONS = DATA / "saved_model_half_plus_two_2_versions"
+from tests.helpers.serving import (
+    COUNTER,
+    DATA,
+    HALF_PLUS_THREE,
+    HALF_PLUS_TWO,
+    TWO_VERSIONS,
+    loader_of,
+    model_config,
+    publish,
+    states,
+    wait_for,
+)
 
 
 def post(server, path: str, body) -> requests.Response:
@@ -39,22 +44,6 @@ def post(server, path: str, body) -> requests.Response:
 def ok(response: requests.Response):
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def model_config(entries: list[dict]) -> str:
-    """A ModelServerConfig text proto for {name, base_path, [versions], [labels]} entries."""
-    out = ["model_config_list {"]
-    for entry in entries:
-        out.append(f'  config {{ name: "{entry["name"]}" base_path: "{entry["base_path"]}" '
-                   'model_platform: "tensorflow"')
-        if "versions" in entry:
-            versions = " ".join(f"versions: {v}" for v in entry["versions"])
-            out.append(f"    model_version_policy {{ specific {{ {versions} }} }}")
-        for label, version in entry.get("labels", {}).items():
-            out.append(f'    version_labels {{ key: "{label}" value: {version} }}')
-        out.append("  }")
-    out.append("}")
-    return "\n".join(out) + "\n"
 
 
 # ---- one server for every kind ----
@@ -84,15 +73,6 @@ def legacy(keras2_models, tf1_models, tmp_path_factory):
                           workdir=work)
     yield server, keras_expected, tf1_expected["models"]["tf1/1"]
     server.stop()
-
-
-def loader_of(server, model: str) -> str:
-    match = re.search(
-        r"Successfully loaded servable version \{name: " + re.escape(model)
-        + r" version: \d+\} in [\d.]+ s with the (TF2|TF1)", server.log()
-    )
-    assert match, f"no load line for {model}"
-    return {"TF2": "tf2", "TF1": "session"}[match.group(1)]
 
 
 def test_each_kind_is_served_by_the_expected_loader(legacy):
