@@ -345,13 +345,13 @@ def test_verification_mismatch_fails_and_leaves_no_version(tmp_path):
 def test_failure_while_writing_leaves_no_numbered_folder(trained_mlp, tmp_path, monkeypatch):
     import tfserve_magic.export as export_module
 
-    real_write = export_module._write
+    real_write = export_module.write_savedmodel
 
     def write_then_crash(obj, endpoints, path):
         real_write(obj, endpoints, path)  # a complete SavedModel in the temporary folder
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(export_module, "_write", write_then_crash)
+    monkeypatch.setattr(export_module, "write_savedmodel", write_then_crash)
     base = tmp_path / "crash"
     with pytest.raises(ExportError, match="disk full"):
         export_model(trained_mlp, base)

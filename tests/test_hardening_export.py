@@ -1,8 +1,13 @@
 """Exports next to a running server (issue 16): overwriting a served version warns, and scratch
-folders left by killed exports are cleaned up by later ones."""
+folders left by killed exports are cleaned up by later ones. Exports that run out of disk
+space or quota (issue 21) say so in plain words and leave nothing behind."""
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -74,3 +79,75 @@ def test_later_exports_remove_scratch_folders_of_killed_exports(tiny_models, tmp
     finally:
         sleeper.kill()
         sleeper.wait(10)
+
+
+# ---- a full disk or quota (issue 21)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 300 KiB tmpfs: a real device that fills up (needs root; skipped where refused)."""
+    mount_point = tmp_path / "tiny-disk"
+    mount_point.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command here to make a small tmpfs")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting a small tmpfs was refused: {done.stderr.strip() or done.returncode}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def assert_said_in_plain_words_first(message: str, base, quota: bool = False) -> None:
+    plain = f"cannot write the model to {base}: no space left on the device"
+    assert message.startswith(plain), message
+    assert re.search(r", \d+(\.\d)? (bytes|KiB|MiB|GiB) free there\. Free some space", message)
+    assert ("(the disk quota is used up)" in message) == quota, message
+    assert message.index(plain) < message.index("TensorFlow could not write the model")
+
+
+def test_a_full_disk_says_so_first_and_leaves_nothing(tiny_models, tiny_disk):
+    import keras
+
+    from tfserve_magic.export import ExportError, export_model
+
+    keras.utils.set_random_seed(3)
+    big = keras.Sequential([keras.Input((784,)), keras.layers.Dense(256), keras.layers.Dense(10)])
+    big(np.zeros((1, 784), "float32"))  # about 800 KiB of weights for a 300 KiB disk
+    base = tiny_disk / "digits"
+    used = shutil.disk_usage(tiny_disk).used
+    with pytest.raises(ExportError) as caught:
+        export_model(big, base)
+    message = str(caught.value)
+    assert_said_in_plain_words_first(message, base)
+    assert "No space left on device" in message  # TensorFlow's own text follows
+    assert sorted(p.name for p in base.iterdir()) == []  # no version, no .tmp-export-*
+    assert shutil.disk_usage(tiny_disk).used <= used  # the partial files are gone too
+    # the freed space is usable: a model that fits is exported as version 1
+    assert export_model(tiny_models[0], base).version == 1
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
+def test_running_out_of_space_while_writing_leaves_nothing(tiny_models, tmp_path, monkeypatch,
+                                                           code):
+    import tfserve_magic.export as export_package
+    from tfserve_magic.export import ExportError, export_model
+
+    if not hasattr(errno, code):
+        pytest.skip(f"errno.{code} does not exist on this system")
+    number = getattr(errno, code)
+    real_write = export_package.write_savedmodel
+
+    def write_then_fill_up(obj, endpoints, path):
+        real_write(obj, endpoints, path)  # half a model on disk, then the device is full
+        raise OSError(number, os.strerror(number), str(path / "variables"))
+
+    monkeypatch.setattr(export_package, "write_savedmodel", write_then_fill_up)
+    base = tmp_path / "tiny"
+    with pytest.raises(ExportError) as caught:
+        export_model(tiny_models[0], base)
+    assert_said_in_plain_words_first(str(caught.value), base, quota=code == "EDQUOT")
+    assert sorted(p.name for p in base.iterdir()) == []
