@@ -11,32 +11,7 @@ import pytest
 import requests
 
 from tests.fixtures.server import server_command, server_env, start_server
-
-POLL_TIMEOUT_S = 60.0
-
-
-def wait_for(condition, what: str, timeout: float = POLL_TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def states(server, model: str) -> dict[str, tuple[str, str]]:
-    body = requests.get(f"{server.url}/v1/models/{model}", timeout=10).json()
-    return {
-        s["version"]: (s["state"], s["status"]["error_code"]) for s in body["model_version_status"]
-    }
-
-
-def publish(source, base, version: int) -> None:
-    """Copy a SavedModel in under a temporary name, then rename it to its number (atomic)."""
-    tmp = base / f"tmp-{version}"
-    shutil.copytree(source, tmp)
-    tmp.rename(base / str(version))
+from tests.helpers.serving import publish, states, wait_for
 
 
 @pytest.fixture(scope="module")
