@@ -15,7 +15,7 @@ import pytest
 
 from tfserve_magic.server import _fastjson, codec
 from tfserve_magic.server._rapidjson import JObj, debug_string, dtoa, parse
-from tfserve_magic.server.codec import CodecError, InputSpec
+from tfserve_magic.server.codec import CodecError, InputSpec, floats
 
 F32 = {"x": InputSpec("x", np.dtype("float32"), (-1, 1))}
 
@@ -558,7 +558,7 @@ def test_format_floats_on_every_kind_of_float32():
     values = rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32)
     values = np.concatenate([values, (rng.random(5000) * 1e6).round(1).astype(np.float32)])
     with np.errstate(all="ignore"):
-        texts = codec._format_floats(values)
+        texts = floats._format_floats(values)
     assert texts == [codec.format_float(v, np.float32) for v in values.tolist()]
 
 
@@ -848,10 +848,10 @@ def test_small_float_outputs_format_like_the_scalar_rule():
     doubles = rng.integers(0, 2**63, 2000, dtype=np.int64).view(np.float64)
     with np.errstate(all="ignore"):
         for chunk in np.split(values, 400):
-            texts = codec._format_floats(chunk)
+            texts = floats._format_floats(chunk)
             assert texts == [codec.format_float(v, np.float32) for v in chunk.tolist()]
         for chunk in np.split(np.concatenate([doubles, -doubles]), 200):
-            texts = codec._format_floats(chunk)
+            texts = floats._format_floats(chunk)
             assert texts == [codec.format_float(v, np.float64) for v in chunk.tolist()]
 
 

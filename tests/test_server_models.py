@@ -92,7 +92,7 @@ def test_direct_signature_call_matches_the_function(tf1_export, tmp_path):
     multi-output tf.Module; errors still come back as TF Serving's."""
     import tensorflow as tf
 
-    from tfserve_magic.server.models import Servable
+    from tfserve_magic.server.servable import Servable
     from tfserve_magic.server.status import ServingError
 
     class Module(tf.Module):
