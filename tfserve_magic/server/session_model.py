@@ -54,7 +54,7 @@ def quiet_loader_warnings() -> None:
 
 
 class SessionSignature:
-    """One SignatureDef run by tensor name in a session (the interface of models.Signature)."""
+    """One SignatureDef run by tensor name in a session (the interface of servable.Signature)."""
 
     def __init__(self, name: str, signature_def, model: SessionModel, specs: dict):
         self.name = name
