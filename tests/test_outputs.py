@@ -141,6 +141,9 @@ def test_regression_with_one_and_several_targets():
     assert forced.task == "regression" and forced.reason == "task='regression' given"
     view = PredictionResult(Prediction(one, latency_s=0.0), labels=[10.0, 12.0, 9.5])
     assert view.task == "regression" and view.kind is None and view.accuracy is None
+    rows = np.array([[1.4, 21.0, -3.1], [2.6, 29.5, -3.9]])
+    shown = PredictionResult(Prediction(several, latency_s=0.0), labels=rows, task="regression")
+    assert shown.labels.shape == (2, 3) and "21" in repr(shown)  # the targets, not an argmax
 
 
 def test_values_named_outputs_overrides_and_refusals():

@@ -112,3 +112,5 @@ def test_show_grpc_and_what_cannot_be_shown(ns, both, capsys):
         ns.run_cell_magic("predict", "Multi --show grpc", "[[1.0, 2.0]]")
     with pytest.raises(UsageError, match="REST only"):
         ns.run_cell_magic("predict", "Multi --grpc --show curl", '{"instances": [1.0]}')
+    with pytest.raises(UsageError, match="is a REST URL: gRPC needs the server or model name"):
+        ns.run_cell_magic("predict", f"{both.url}/v1/models/Multi --grpc", "[1.0]")

@@ -371,16 +371,17 @@ def class_labels(labels, n: int | None = None) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def labels_per_instance(labels, n: int) -> np.ndarray:
-    """One label per instance, as given (ids, names, numbers); one-hot rows become ids."""
+def labels_per_instance(labels, n: int, *, rows: bool = False) -> np.ndarray:
+    """One label per instance, as given (ids, names, numbers); one-hot rows become ids, unless
+    ``rows`` (multi-hot labels, several regression targets) keeps each row."""
     array = np.asarray(labels)
-    if array.ndim == 2 and array.shape[1] > 1:
-        array = array.argmax(axis=1)
-    elif array.ndim == 2 and array.shape[1] == 1:
+    if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
+    elif array.ndim == 2 and not rows:
+        array = array.argmax(axis=1)
     elif array.ndim == 0:
         array = array.reshape(1)
-    if array.ndim != 1:
+    if array.ndim != 1 and not (rows and array.ndim == 2):
         raise ValueError(f"labels must be one class per instance, got shape {array.shape}")
     if len(array) != n:
         raise ValueError(f"{len(array)} labels for {n} predictions: pass one label per instance")

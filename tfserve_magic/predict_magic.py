@@ -195,6 +195,11 @@ def _client(magics, name: str, protocol: str = "rest"):
     """A Client for NAME, reused while it resolves to the same URL (keep-alive)."""
     from tfserve_magic.client import Client
 
+    if protocol == "grpc" and name.lower().startswith(("http://", "https://")):
+        raise UsageError(
+            f"{name} is a REST URL: gRPC needs the server or model name, or a gRPC address "
+            "grpc://HOST:PORT/MODEL (drop --grpc to send over REST)"
+        )
     try:
         fresh = Client(name, timeout=magics.request_timeout, chunk_size=magics.chunk_size,
                        protocol=protocol)

@@ -64,10 +64,10 @@ class PredictionResult:
         self.top_k = max(0, int(top_k))
         self.max_rows = max(1, int(max_rows))
         self.n = _batch_size(self.predictions)
-        self.labels = labels_per_instance(labels, self.n) if labels is not None else None
-
         # the one rule for outputs (tfserve_magic.outputs), as every widget reads them
         self.reading = read_outputs(self.predictions, labels, task=task)
+        self.labels = None if labels is None else labels_per_instance(
+            labels, self.n, rows=not self.reading.is_classifier)
         self.task = self.reading.task
         self.score_name = self.reading.output
         self.kind = None  # "probabilities" | "scores" | "classes" | None (plain values)
