@@ -1,4 +1,5 @@
-"""Widget plumbing without a server: PNG encoding, output decoding, status line, latency view."""
+"""Widget plumbing without a server: PNG encoding, metadata shapes, status line, latency view
+(model outputs: tests/test_outputs.py)."""
 
 from __future__ import annotations
 
@@ -43,29 +44,7 @@ def test_image_view_recognises_image_shapes_only():
     assert common.image_view(np.array([["a"], ["b"]])) is None
 
 
-def test_class_scores_reads_probabilities_ids_sigmoid_and_named_outputs():
-    probs = np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)
-    pred, scores = common.class_scores(probs)
-    assert pred.tolist() == [1, 0] and np.array_equal(scores, probs)
-    pred, scores = common.class_scores(np.array([3, 1, 2]))
-    assert pred.tolist() == [3, 1, 2] and scores is None
-    pred, scores = common.class_scores(np.array([[0.2], [0.7]], np.float32))
-    assert pred.tolist() == [0, 1] and scores.shape == (2, 2)
-    named = {"logits": np.array([[5.0, -1.0, 0.0]]), "embedding": np.zeros((1, 8))}
-    assert common.class_scores(named)[0].tolist() == [0]
-    with pytest.raises(ValueError, match="classifier"):
-        common.class_scores(np.zeros((2, 3, 4)))
-
-
-def test_probabilities_labels_and_metadata_shapes():
-    assert np.allclose(common.as_probabilities([0.2, 0.8]), [0.2, 0.8])
-    logits = common.as_probabilities(np.array([[2.0, -1.0, 0.0]]))
-    assert logits.sum() == pytest.approx(1.0) and logits.argmax() == 0
-    assert common.as_labels(np.eye(3)[[2, 0, 1]]).tolist() == [2, 0, 1]
-    with pytest.raises(ValueError, match="3 labels for 2 inputs"):
-        common.as_labels([1, 2, 3], 2)
-    with pytest.raises(ValueError, match="class ids"):
-        common.as_labels([0.5, 1.0])
+def test_input_shape_from_metadata():
     parsed = {"serving_default": {"inputs": {"x": ("float32", (None, 28, 28, 1))}}}
     assert common.input_shape_from_metadata(parsed) == (28, 28, 1)
     raw = {"metadata": {"signature_def": {"signature_def": {"serving_default": {"inputs": {

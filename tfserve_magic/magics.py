@@ -7,13 +7,14 @@ It holds no process, HTTP or TensorFlow logic, and imports none of them at load 
 
 from __future__ import annotations
 
-import argparse
 import shlex
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, Unicode
 from traitlets.config.configurable import Configurable
+
+from tfserve_magic.magic_args import MagicArgumentParser
 
 SUBCOMMANDS = {
     "export": "write MODEL as the next numbered SavedModel version under BASE_PATH",
@@ -27,22 +28,6 @@ SUBCOMMANDS = {
     "compare": "version-against-version widget",
     "deploy": "write a Docker/Kubernetes/KServe recipe for real TF Serving (checked first)",
 }
-
-
-class _HelpShown(Exception):
-    """Raised instead of SystemExit when argparse printed --help."""
-
-
-class MagicArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are ``UsageError`` (no traceback) and never ``SystemExit``."""
-
-    def error(self, message):
-        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
-
-    def exit(self, status=0, message=None):
-        if status:
-            raise UsageError(message or f"{self.prog}: error")
-        raise _HelpShown()
 
 
 def _subcommand_list() -> str:
@@ -110,11 +95,8 @@ class TFServeMagics(Magics, Configurable):
         handler = getattr(self, f"_cmd_{command}", None)
         if command not in SUBCOMMANDS or handler is None:
             raise UsageError(f"%tfserve: unknown subcommand {command!r}. Use one of:\n{_subcommand_list()}")
-        try:
-            args = self._parser(command).parse_args(rest)
-        except _HelpShown:
-            return None
-        return handler(args)
+        args = self._parser(command).parse_line(rest)
+        return None if args is None else handler(args)
 
     def _parser(self, command: str) -> MagicArgumentParser:
         if command not in self._parsers:
@@ -205,19 +187,7 @@ class TFServeMagics(Magics, Configurable):
         p.add_argument("--workers", metavar="N|auto",
                        help="server processes sharing the port (default: 1 on small machines)")
         p.epilog = "Flags after `--` go to the server unchanged (tensorflow_model_server's flags)."
-        parse_options = p.parse_args
-
-        def parse_args(args=None, namespace=None):
-            words = list(args or [])
-            extra = []
-            if "--" in words:  # argparse's REMAINDER would also swallow our own options
-                cut = words.index("--")
-                words, extra = words[:cut], words[cut + 1 :]
-            parsed = parse_options(words, namespace)
-            parsed.extra = extra
-            return parsed
-
-        p.parse_args = parse_args
+        p.passthrough = "extra"  # the words after `--`, as args.extra
 
     def _cmd_start(self, args):
         from tfserve_magic.manager import StartError, start

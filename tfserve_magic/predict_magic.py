@@ -12,6 +12,7 @@ import shlex
 
 from IPython.core.error import UsageError
 
+from tfserve_magic.magic_args import MagicArgumentParser
 from tfserve_magic.predict_view import SNIPPET_KINDS
 
 __all__ = ["run_predict_magic", "split_line", "build_parser"]
@@ -21,9 +22,7 @@ BOOL_FLAGS = ("--columnar", "--grpc", "-h", "--help")
 _BODY_KEYS = {"instances", "inputs", "signature_name"}
 
 
-def build_parser():
-    from tfserve_magic.magics import MagicArgumentParser
-
+def build_parser() -> MagicArgumentParser:
     p = MagicArgumentParser(
         prog="%%predict",
         description="Send a predict request; the cell (or EXPR) is a Python expression or a "
@@ -133,12 +132,9 @@ def _parse_json(text: str):
 
 def run_predict_magic(magics, line: str, cell: str | None):
     """Entry point of ``%%predict``/``%predict`` (called by ``TFServeMagics.predict``)."""
-    from tfserve_magic.magics import _HelpShown
-
     argv, expression = split_line(line or "")
-    try:
-        args = build_parser().parse_args(argv)
-    except _HelpShown:
+    args = build_parser().parse_line(argv)
+    if args is None:  # --help was shown
         return None
     if cell is not None and expression:
         raise UsageError(
@@ -166,6 +162,8 @@ def run_predict_magic(magics, line: str, cell: str | None):
             "a literal JSON body is REST only: for --grpc or --show grpc write the request as a "
             "Python expression (an array, or a dict of named inputs)"
         )
+    # written before sending, so a snippet that cannot be written is a UsageError up front
+    snippet = _snippet(magics, client, args, snippet_body) if args.show else None
     try:
         prediction = send(client)
     except ServingError as exc:  # the server's message and the client's hint
@@ -173,8 +171,8 @@ def run_predict_magic(magics, line: str, cell: str | None):
     except (ValueError, TypeError) as exc:  # the body cannot be sent as it is
         raise UsageError(f"%predict: {exc}") from None
     finally:
-        if args.show:  # also when the request failed: the snippet shows what was sent
-            _print_snippet(magics, client, args, snippet_body)
+        if snippet:  # also when the request failed: the snippet shows what was sent
+            print(snippet)
 
     from tfserve_magic.predict_view import PredictionResult
 
@@ -197,6 +195,11 @@ def _client(magics, name: str, protocol: str = "rest"):
     """A Client for NAME, reused while it resolves to the same URL (keep-alive)."""
     from tfserve_magic.client import Client
 
+    if protocol == "grpc" and name.lower().startswith(("http://", "https://")):
+        raise UsageError(
+            f"{name} is a REST URL: gRPC needs the server or model name, or a gRPC address "
+            "grpc://HOST:PORT/MODEL (drop --grpc to send over REST)"
+        )
     try:
         fresh = Client(name, timeout=magics.request_timeout, chunk_size=magics.chunk_size,
                        protocol=protocol)
@@ -273,16 +276,55 @@ def _is_request_dict(value) -> bool:
     return bool(keys) and keys <= _BODY_KEYS and bool(keys & {"instances", "inputs"})
 
 
-def _print_snippet(magics, client, args, body) -> None:
+def _snippet(magics, client, args, body) -> str:
+    """The code of ``--show KIND`` for this request (REST code also when sent over gRPC)."""
     from tfserve_magic.predict_view import grpc_snippet, request_snippet
 
     if args.show == "grpc":
         grpc = client if client.protocol == "grpc" else _client(magics, args.name, "grpc")
         kwargs = {"inputs": body["inputs"]} if "inputs" in body else {
             "instances": body["instances"]}
-        request = grpc.build_request(**kwargs, signature_name=body.get("signature_name"),
-                                     version=args.version, label=args.label)
-        print(grpc_snippet(grpc.target, request, timeout=grpc.timeout).code)
-        return
-    url = client.model_url(args.version, args.label) + ":predict"
-    print(request_snippet(args.show, url, body).code)
+        try:
+            request = grpc.build_request(**kwargs, signature_name=body.get("signature_name"),
+                                         version=args.version, label=args.label)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--show grpc: {exc}") from None
+        return grpc_snippet(grpc.target, request, timeout=grpc.timeout).code
+    code = request_snippet(args.show, _rest_predict_url(client, args), body).code
+    if client.protocol == "grpc":
+        comment = "//" if args.show == "node" else "#"
+        code = f"{comment} the REST request equivalent to the gRPC request sent\n{code}"
+    return code
+
+
+def _rest_predict_url(client, args) -> str:
+    """The REST ``:predict`` URL of the model the client talks to, for curl/Python/Node code.
+
+    A gRPC client knows no REST URL: the server's is looked up by NAME in the registry of
+    running servers; a bare gRPC address has none, and that is a UsageError that says so.
+    """
+    if client.protocol != "grpc":
+        try:
+            return client.model_url(args.version, args.label) + ":predict"
+        except ValueError as exc:
+            raise UsageError(f"%predict: {exc}") from None
+    from tfserve_magic import registry
+
+    try:
+        base = registry.lookup(args.name).url.rstrip("/")
+    except LookupError:
+        base = ""
+    if not base:
+        raise UsageError(
+            f"--show {args.show} writes a REST request, and the REST address of "
+            f"{args.name!r} is unknown (a gRPC address, not a running server's name): give the "
+            "server or model name, drop --grpc, or use --show grpc"
+        )
+    path = f"{base}/v1/models/{client.model_name}"
+    version = args.version if args.version is not None else client.default_version
+    label = args.label if args.label is not None else client.default_label
+    if version is not None:
+        path += f"/versions/{int(version)}"
+    elif label is not None:
+        path += f"/labels/{label}"
+    return path + ":predict"

@@ -20,6 +20,7 @@ import numpy as np
 
 from tfserve_magic._text import html_table, text_table
 from tfserve_magic.client import Prediction, decode_json, encode_json
+from tfserve_magic.outputs import labels_per_instance, read_outputs
 
 __all__ = [
     "PredictionResult", "RequestSnippet", "request_snippet", "grpc_snippet", "SNIPPET_KINDS",
@@ -27,7 +28,6 @@ __all__ = [
 
 SNIPPET_KINDS = ("curl", "python", "node", "grpc")
 _MISMATCH_STYLE = "background-color:#fdd"
-_CLASSIFIER_NAME = re.compile(r"prob|score|softmax|logit|class", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------- result view
@@ -36,8 +36,10 @@ class PredictionResult:
 
     - ``predictions``: the outputs (numpy array, or dict of arrays); ``prediction`` the
       ``Prediction`` itself
-    - ``predicted_classes``, ``probabilities`` (of the predicted class), ``top_classes``,
-      ``top_scores``: for classifier-shaped outputs, else None
+    - ``reading``: how the outputs read (``tfserve_magic.outputs.Reading``: task, reason);
+      ``task`` its task; ``task=`` overrides the inference
+    - ``predicted_classes`` (ids, or names from a classify answer), ``probabilities`` (of the
+      predicted class), ``top_classes``, ``top_scores``: for classifiers, else None
     - ``labels``, ``correct`` (bool per instance), ``accuracy`` (0..1), ``mismatches`` (indices)
     - ``latency_s``, ``n_requests``, ``request_body`` (dict or the exact bytes sent), ``url``
     """
@@ -50,6 +52,7 @@ class PredictionResult:
         top_k: int = 3,
         max_rows: int = 20,
         name: str | None = None,
+        task: str | None = None,
     ):
         self.prediction = prediction
         self.predictions = prediction.outputs
@@ -61,26 +64,29 @@ class PredictionResult:
         self.top_k = max(0, int(top_k))
         self.max_rows = max(1, int(max_rows))
         self.n = _batch_size(self.predictions)
-        self.labels = _normalise_labels(labels, self.n) if labels is not None else None
-
-        self.score_name, scores = _classifier_scores(self.predictions, self.labels)
+        # the one rule for outputs (tfserve_magic.outputs), as every widget reads them
+        self.reading = read_outputs(self.predictions, labels, task=task)
+        self.labels = None if labels is None else labels_per_instance(
+            labels, self.n, rows=not self.reading.is_classifier)
+        self.task = self.reading.task
+        self.score_name = self.reading.output
         self.kind = None  # "probabilities" | "scores" | "classes" | None (plain values)
         self.predicted_classes = self.probabilities = self.top_classes = self.top_scores = None
-        if scores is not None and scores.ndim == 2:
-            self.kind = "probabilities" if _are_probabilities(scores) else "scores"
-            order = np.argsort(-scores, axis=1, kind="stable")[:, : max(1, self.top_k)]
-            self.top_classes = order
-            self.top_scores = np.take_along_axis(scores, order, axis=1)
-            self.predicted_classes = order[:, 0]
-            self.probabilities = self.top_scores[:, 0]
-        elif scores is not None:  # 1-D integer class ids
-            self.kind = "classes"
-            self.predicted_classes = scores
+        if self.reading.is_classifier:
+            self.predicted_classes = self.reading.predicted()
+            top = self.reading.top(self.top_k)
+            if top is None:
+                self.kind = "classes"
+            else:
+                self.kind = "probabilities" if self.reading.score_kind == "probabilities" \
+                    else "scores"
+                self.top_classes, self.top_scores = top
+                self.probabilities = self.top_scores[:, 0]
 
         self.correct = self.accuracy = None
         self.mismatches: list[int] = []
-        if self.labels is not None and self.predicted_classes is not None:
-            self.correct = np.asarray(self.predicted_classes == self.labels, dtype=bool)
+        if labels is not None and self.predicted_classes is not None:
+            self.correct = self.reading.correct(labels)
             self.accuracy = float(self.correct.mean()) if self.n else None
             self.mismatches = [int(i) for i in np.flatnonzero(~self.correct)]
 
@@ -127,7 +133,7 @@ class PredictionResult:
                 if self.top_k > 1:
                     row.append(
                         ", ".join(
-                            f"{_label_text(c)} ({s:.3f})"
+                            f"{self._class_text(c)} ({s:.3f})"
                             for c, s in zip(self.top_classes[i], self.top_scores[i])
                         )
                     )
@@ -139,6 +145,10 @@ class PredictionResult:
             flags.append(wrong)
         return headers, rows, flags
 
+    def _class_text(self, k) -> str:
+        names = self.reading.class_names
+        return names[int(k)] if names is not None else _label_text(k)
+
     def _footer(self) -> list[str]:
         lines = []
         if self.n > self.max_rows:
@@ -149,7 +159,8 @@ class PredictionResult:
             more = f" and {len(hidden) - 20} more" if len(hidden) > 20 else ""
             lines.append(f"mismatches further down: {listed}{more}")
         if self.labels is not None and self.predicted_classes is None:
-            lines.append("no classifier-shaped output: labels shown, no accuracy")
+            lines.append(f"no classifier-shaped output ({self.reading.reason}): labels shown, "
+                         "no accuracy")
         return lines
 
     def __repr__(self) -> str:
@@ -174,62 +185,6 @@ def _batch_size(outputs) -> int:
 def _item(value, i: int):
     """Instance i of an output; a scalar (rank-0 columnar output) is its own only instance."""
     return value if np.ndim(value) == 0 else value[i]
-
-
-def _normalise_labels(labels, n: int) -> np.ndarray:
-    """Class ids (or one-hot rows, reduced by argmax) with one entry per instance."""
-    array = np.asarray(labels)
-    if array.ndim == 2 and array.shape[1] > 1:
-        array = array.argmax(axis=1)
-    elif array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    elif array.ndim == 0:
-        array = array.reshape(1)
-    if array.ndim != 1:
-        raise ValueError(f"labels must be one class per instance, got shape {array.shape}")
-    if len(array) != n:
-        raise ValueError(f"{len(array)} labels for {n} predictions: pass one label per instance")
-    return array
-
-
-def _classifier_scores(outputs, labels):
-    """(output name, [N,C] scores or [N] class ids) when an output looks like a classifier."""
-    if isinstance(outputs, dict):
-        # of several outputs, only one named like a classifier's, or holding probabilities
-        candidates = []
-        for name, value in outputs.items():
-            scores = _scores_of(np.asarray(value), labels)
-            if scores is None:
-                continue
-            named = bool(_CLASSIFIER_NAME.search(name))
-            probable = scores.ndim == 2 and _are_probabilities(scores)
-            if named or probable:
-                candidates.append((not probable, not named, scores.ndim != 2, name, scores))
-        if not candidates:
-            return None, None
-        best = min(candidates, key=lambda c: c[:4])
-        return best[3], best[4]
-    return None, _scores_of(np.asarray(outputs), labels)
-
-
-def _scores_of(array: np.ndarray, labels):
-    if array.dtype.kind == "f" and array.ndim == 2 and array.shape[1] >= 2:
-        return array
-    if array.dtype.kind == "f" and array.ndim == 2 and array.shape[1] == 1 and len(array):
-        # one sigmoid unit is a binary classifier only when the labels say so
-        binary_labels = labels is not None and np.isin(labels, (0, 1)).all()
-        if binary_labels and array.min() >= 0.0 and array.max() <= 1.0:
-            return np.concatenate([1.0 - array, array], axis=1)
-    if array.dtype.kind in "iu" and array.ndim == 1:
-        return array
-    return None
-
-
-def _are_probabilities(scores: np.ndarray) -> bool:
-    if not len(scores) or not np.isfinite(scores).all():
-        return False
-    in_range = scores.min() >= -1e-6 and scores.max() <= 1.0 + 1e-6
-    return bool(in_range and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
 
 
 def _label_text(value) -> str:

@@ -1,6 +1,7 @@
-"""Shared widget plumbing: client resolution, the status line, PNG encoding, output decoding.
+"""Shared widget plumbing: client resolution, the status line, PNG encoding, metadata shapes.
 
-Everything here is plain Python/numpy so the widgets' heavy work can be tested headless.
+Everything here is plain Python/numpy so the widgets' heavy work can be tested headless. Model
+outputs are read by ``tfserve_magic.outputs`` (the rule ``%%predict`` uses too).
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import zlib
 from collections.abc import Mapping
 
 import numpy as np
-
-# Output names a classifier's probabilities usually carry, most specific first.
-_SCORE_KEYS = ("probabilities", "probs", "scores", "predictions", "logits", "output_0")
 
 
 # ---------------------------------------------------------------------- client
@@ -193,84 +191,7 @@ def guarded(method):
     return wrapper
 
 
-# ---------------------------------------------------------------------- model outputs
-def class_scores(prediction):
-    """Decode a classifier's predict output into ``(predicted_classes [N], scores [N,C] | None)``.
-
-    Accepts an array of scores/probabilities (argmax), of class ids, a single sigmoid column, or a
-    dict of named outputs (picks the probabilities-like one). A client ``Prediction`` is read
-    through its ``outputs``.
-    """
-    if not isinstance(prediction, np.ndarray) and hasattr(prediction, "latency_s"):
-        prediction = getattr(prediction, "outputs", prediction)
-    if isinstance(prediction, Mapping) or (
-        hasattr(prediction, "keys") and not isinstance(prediction, np.ndarray)
-    ):
-        outputs = {key: np.asarray(prediction[key]) for key in prediction.keys()}
-        chosen = None
-        for key in _SCORE_KEYS:
-            if key in outputs:
-                chosen = outputs[key]
-                break
-        if chosen is None:
-            two_d = [v for v in outputs.values() if v.ndim == 2 and v.dtype.kind == "f"]
-            candidates = two_d or list(outputs.values())
-            if not candidates:
-                raise ValueError("the model returned no outputs")
-            chosen = candidates[0]
-        array = chosen
-    else:
-        array = np.asarray(prediction)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-        if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
-            if np.any(array < 0) or np.any(array > 1):
-                raise ValueError(
-                    "the model returns one number per input, not all within 0..1: that is a "
-                    "regression, not a classifier; these widgets need class scores [N, classes] "
-                    "or one sigmoid probability (use %predict or Client.predict for regressions)"
-                )
-            array = np.stack([1.0 - array, array], axis=1)  # one sigmoid unit
-            return array.argmax(axis=1), array.astype(np.float32)
-    if array.ndim == 1:
-        if array.dtype.kind in "iu" or (array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0)):
-            return array.astype(np.int64), None
-        raise ValueError(f"cannot read classes from a 1-D {array.dtype} output")
-    if array.ndim != 2:
-        raise ValueError(
-            f"expected class scores shaped [N, classes], got shape {tuple(array.shape)}; "
-            "these widgets need a classifier"
-        )
-    return array.argmax(axis=1).astype(np.int64), array.astype(np.float32)
-
-
-def as_probabilities(scores: np.ndarray) -> np.ndarray:
-    """Softmax when the scores look like logits (negative or rows not summing to 1)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    sums = scores.sum(axis=-1)
-    if np.all(scores >= 0) and np.allclose(sums, 1.0, atol=1e-3):
-        return scores.astype(np.float32)
-    shifted = scores - scores.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-def as_labels(y, n: int | None = None) -> np.ndarray:
-    """Integer class labels from ints or one-hot rows."""
-    labels = np.asarray(y)
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        labels = labels.argmax(axis=1)
-    labels = labels.reshape(-1)
-    if labels.dtype.kind == "f":
-        if not np.all(np.mod(labels, 1) == 0):
-            raise ValueError("labels must be class ids (integers) or one-hot rows")
-    elif labels.dtype.kind not in "iub":
-        raise ValueError(f"labels must be class ids (integers), got dtype {labels.dtype}")
-    if n is not None and len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} inputs")
-    return labels.astype(np.int64)
-
-
+# ---------------------------------------------------------------------- class names
 def class_name(names, k: int) -> str:
     if names is not None and 0 <= k < len(names):
         return str(names[k])

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfserve_magic.outputs import class_labels, read_outputs, require_classifier
 from tfserve_magic.widgets._common import (
     StatusLine,
-    as_labels,
     class_name,
-    class_scores,
     client_name,
     guarded,
     image_view,
@@ -155,7 +154,7 @@ class VersionCompare:
         self.x = np.asarray(x)
         if self.x.ndim == 0 or len(self.x) == 0:
             raise ValueError("x must hold at least one input")
-        self.y = as_labels(y, len(self.x))
+        self.y = class_labels(y, len(self.x))
         self.client = resolve_client(client, model, timeout=timeout)
         self.a = resolve_target(a, self.client, timeout=timeout)
         self.b = resolve_target(b, self.client, timeout=timeout)
@@ -218,7 +217,7 @@ class VersionCompare:
         prediction = target.predict(self.x, self.signature_name)
         latency = getattr(prediction, "latency_s", None)
         self.latency.record(latency, series=f"{side}: {target.text}")
-        predicted, _ = class_scores(prediction)
+        predicted = require_classifier(read_outputs(prediction, self.y)).class_ids
         if len(predicted) != len(self.x):
             raise ValueError(f"{len(predicted)} predictions for {len(self.x)} inputs")
         self.error_context = None

@@ -12,13 +12,11 @@ import html
 
 import numpy as np
 
+from tfserve_magic.outputs import class_labels, read_outputs, require_classifier
 from tfserve_magic.widgets import raster
 from tfserve_magic.widgets._common import (
     StatusLine,
-    as_labels,
-    as_probabilities,
     class_name,
-    class_scores,
     client_name,
     guarded,
     image_view,
@@ -79,7 +77,7 @@ class DrawDigit:
         self.picked_label: int | None = None
 
         self.x = None if x is None else np.asarray(x)
-        self.y = None if y is None else as_labels(y, None if x is None else len(self.x))
+        self.y = None if y is None else class_labels(y, None if x is None else len(self.x))
         self.images = image_view(self.x) if self.x is not None else None
         if self.x is not None and self.images is None:
             raise ValueError(f"x must hold images, got shape {self.x.shape}")
@@ -311,10 +309,10 @@ class DrawDigit:
         )
         latency = getattr(prediction, "latency_s", None)
         self.latency.record(latency, series="predict")
-        _, scores = class_scores(prediction)
-        if scores is None:
+        reading = require_classifier(read_outputs(prediction, self.y))
+        if reading.scores is None:
             raise ValueError("the model returned class ids, not scores; the bars need scores")
-        self.probabilities = as_probabilities(scores[0])
+        self.probabilities = reading.probabilities[0]
         self._render_probabilities()
         took = f" in {latency * 1e3:.0f} ms" if latency is not None else ""
         self.status.ok(f"predicted {self.top_class_name()}{took}")

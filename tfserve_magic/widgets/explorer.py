@@ -13,11 +13,10 @@ import html
 
 import numpy as np
 
+from tfserve_magic.outputs import class_labels, read_outputs, require_classifier
 from tfserve_magic.widgets._common import (
     StatusLine,
-    as_labels,
     class_name,
-    class_scores,
     client_name,
     guarded,
     image_view,
@@ -79,7 +78,7 @@ class PredictionExplorer:
         self.x = np.asarray(x)
         if self.x.ndim == 0 or len(self.x) == 0:
             raise ValueError("x must hold at least one input")
-        self.y = as_labels(y, len(self.x))
+        self.y = class_labels(y, len(self.x))
         self.client = resolve_client(client, model, timeout=timeout)
         self.version, self.label, self.signature_name = version, label, signature_name
         self.class_names = list(class_names) if class_names is not None else None
@@ -143,7 +142,8 @@ class PredictionExplorer:
             instances=self.x, **predict_kwargs(self.version, self.label, self.signature_name)
         )
         self.latency.record(getattr(prediction, "latency_s", None), series="predict")
-        y_pred, scores = class_scores(prediction)
+        reading = require_classifier(read_outputs(prediction, self.y))
+        y_pred, scores = reading.class_ids, reading.scores
         if len(y_pred) != len(self.x):
             raise ValueError(f"the model returned {len(y_pred)} predictions for {len(self.x)} "
                              "inputs")
@@ -153,9 +153,7 @@ class PredictionExplorer:
         if self.class_names is not None:
             n = max(n, len(self.class_names))
         self.y_pred, self.scores, self.n_classes = y_pred, scores, n
-        self._scores_are_probs = scores is not None and bool(
-            np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)
-        )
+        self._scores_are_probs = reading.score_kind == "probabilities"
         self._build_class_controls()
         self.refresh()
         latency = getattr(prediction, "latency_s", None)
