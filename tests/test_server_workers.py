@@ -21,7 +21,9 @@ import pytest
 import requests
 
 from tests.fixtures.server import server_env, start_server
-from tfserve_magic.server import workers
+from tfserve_magic import records
+from tfserve_magic.server import flags as server_flags
+from tfserve_magic.server import peers, sizing, workers
 
 METRICS = "/monitoring/prometheus/metrics"
 
@@ -72,13 +74,13 @@ def _half_v1(server_test_models, tmp_path) -> Path:
 
 
 needs_reuse_port = pytest.mark.skipif(
-    not workers.reuse_port_supported(), reason="--workers needs SO_REUSEPORT (Linux)"
+    not sizing.reuse_port_supported(), reason="--workers needs SO_REUSEPORT (Linux)"
 )
 
 
 @pytest.fixture(scope="module")
 def two_workers(server_test_models, tmp_path_factory):
-    if not workers.reuse_port_supported():
+    if not sizing.reuse_port_supported():
         pytest.skip("--workers needs SO_REUSEPORT (Linux)")
     tmp = tmp_path_factory.mktemp("two-workers")
     server = start_server(
@@ -301,21 +303,21 @@ def test_bad_workers_value_is_a_flag_error():
 
 
 def test_parse_workers():
-    assert workers.parse_workers("auto") is None
-    assert workers.parse_workers("AUTO") is None
-    assert workers.parse_workers("3") == 3
+    assert sizing.parse_workers("auto") is None
+    assert sizing.parse_workers("AUTO") is None
+    assert sizing.parse_workers("3") == 3
     for bad in ("0", "-1", "two", ""):
         with pytest.raises(ValueError):
-            workers.parse_workers(bad)
+            sizing.parse_workers(bad)
 
 
 def test_auto_count_is_capped_by_cores_and_memory():
     gib = 2**30
-    assert workers.auto_count(16, 64 * gib, gib // 2) == 16
-    assert workers.auto_count(16, 2 * gib, gib // 2) == 4  # 1 running + 90% of 2 GiB / 0.5
-    assert workers.auto_count(16, 0, gib) == 1
-    assert workers.auto_count(4, None, None) == 4
-    assert 1 <= workers.usable_cpus() <= (os.cpu_count() or 1)
+    assert sizing.auto_count(16, 64 * gib, gib // 2) == 16
+    assert sizing.auto_count(16, 2 * gib, gib // 2) == 4  # 1 running + 90% of 2 GiB / 0.5
+    assert sizing.auto_count(16, 0, gib) == 1
+    assert sizing.auto_count(4, None, None) == 4
+    assert 1 <= sizing.usable_cpus() <= (os.cpu_count() or 1)
 
 
 def _entry(version, state, code="OK"):
@@ -325,16 +327,16 @@ def _entry(version, state, code="OK"):
 
 def test_merge_status_reports_available_only_when_every_worker_does():
     both = [[_entry(2, "AVAILABLE"), _entry(1, "END")]] * 2
-    assert workers.merge_status(both) == [_entry(2, "AVAILABLE"), _entry(1, "END")]
+    assert peers.merge_status(both) == [_entry(2, "AVAILABLE"), _entry(1, "END")]
     half_way = [[_entry(2, "AVAILABLE"), _entry(1, "END")],
                 [_entry(2, "LOADING"), _entry(1, "AVAILABLE")]]
-    assert workers.merge_status(half_way) == [_entry(2, "LOADING"), _entry(1, "UNLOADING")]
+    assert peers.merge_status(half_way) == [_entry(2, "LOADING"), _entry(1, "UNLOADING")]
     not_seen = [[_entry(2, "AVAILABLE"), _entry(1, "AVAILABLE")], [_entry(1, "AVAILABLE")]]
-    assert workers.merge_status(not_seen) == [_entry(2, "START"), _entry(1, "AVAILABLE")]
+    assert peers.merge_status(not_seen) == [_entry(2, "START"), _entry(1, "AVAILABLE")]
     failed = [[_entry(3, "END", "UNKNOWN")], [_entry(3, "LOADING")]]
-    assert workers.merge_status(failed) == [_entry(3, "END", "UNKNOWN")]
+    assert peers.merge_status(failed) == [_entry(3, "END", "UNKNOWN")]
     # a worker that did not answer counts: nothing is AVAILABLE on it
-    assert workers.merge_status([[_entry(1, "AVAILABLE")]], expected=2) == [_entry(1, "START")]
+    assert peers.merge_status([[_entry(1, "AVAILABLE")]], expected=2) == [_entry(1, "START")]
 
 
 def test_render_merged_sums_counters_and_histograms():
@@ -347,8 +349,8 @@ def test_render_merged_sums_counters_and_histograms():
             metrics.record_request("m", "OK", "predict", 0.001)
         metrics.record_request("m", "NOT_FOUND", "predict", 0.001)
         answers.append({"index": index, "pid": 100 + index, "rss_bytes": 5 << 20,
-                        "metrics": json.loads(json.dumps(workers.metrics_state(metrics)))})
-    text = workers.render_merged(answers, ServerMetrics)
+                        "metrics": json.loads(json.dumps(peers.metrics_state(metrics)))})
+    text = peers.render_merged(answers, ServerMetrics)
     assert ':tensorflow:serving:request_count{model_name="m",status="OK"} 7' in text
     assert ':tensorflow:serving:request_count{model_name="m",status="NOT_FOUND"} 2' in text
     assert _metric(text, ":tensorflow:serving:request_latency_count") == 7
@@ -359,20 +361,98 @@ def test_render_merged_sums_counters_and_histograms():
     assert text.count("# TYPE :tensorflow:serving:request_count counter") == 1
 
 
-def test_child_flags_replace_what_the_parent_owns():
-    from tfserve_magic.server.main import FLAGS, parse_flags
-
+def test_worker_flags_replace_what_the_parent_owns():
+    parse_flags = server_flags.parse_flags
     flags = parse_flags(["--model_base_path=/m", "--rest_api_port=0", "--workers=2",
                          "--info_file=/i.json", "--parent_pid=7", "--enable_batching",
                          "--rest_api_num_threads=8"])
-    defaults = {n: f.default for n, f in FLAGS.items()}
-    args = workers._child_flags(flags, defaults, port=8501, parent=42, count=2)
+    args = server_flags.worker_flags(flags, port=8501, parent=42, count=2)
     assert "--model_base_path=/m" in args and "--enable_batching=true" in args
     assert "--rest_api_port=8501" in args and "--parent_pid=42" in args
     assert "--workers=1" in args and "--rest_api_num_threads=4" in args
     assert not any("parallelism" in a for a in args)  # TF's own defaults in every worker
     assert not any(a.startswith(("--info_file", "--parent_pid=7", "--workers=2")) for a in args)
     assert parse_flags(args)["rest_api_port"] == 8501  # the child parses what it is given
+
+
+# The parent alone: run_parent is handed how to bind and what to run (it never imports
+# server.main or TensorFlow); these workers are small processes that only say they are ready
+# through the same ready file a real worker writes.
+PARENT_SCRIPT = r"""
+import sys
+from tfserve_magic.server import process, workers
+from tfserve_magic.server.flags import parse_flags
+
+worker, argv = sys.argv[1], sys.argv[2:]
+code = workers.run_parent(
+    parse_flags(argv), argv,
+    bind=lambda: process.bind("127.0.0.1", 0, reuse_port=True, check_free=True),
+    worker_command=lambda port, grpc_port, count: [sys.executable, worker, str(port), str(count)],
+    grpc_port_given=False,
+)
+assert not any(m == "tensorflow" or m == "tfserve_magic.server.main" for m in sys.modules)
+sys.exit(code)
+"""
+WORKER_SCRIPT = r"""
+import os, sys, time
+from tfserve_magic.records import ServerInfo
+from tfserve_magic.server.peers import WorkerReady, worker_context
+
+context = worker_context()
+assert context.count == int(sys.argv[2])
+info = ServerInfo(pid=os.getpid(), host="127.0.0.1", port=int(sys.argv[1]), url="",
+                  models={"m": {"base_path": "/m", "versions": [context.index + 1]}})
+WorkerReady.measure(context, info).write(context.ready_path)
+time.sleep(600)
+"""
+
+
+@needs_reuse_port
+def test_the_parent_runs_what_it_is_handed_and_stops_on_a_dead_worker(tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER_SCRIPT)
+    info_path = tmp_path / "info.json"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT_SCRIPT, str(worker), "--model_base_path=/m",
+         "--workers=2", "--port=-1", f"--info_file={info_path}"],
+        env=server_env(), stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not info_path.exists() and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        info = records.read_info(info_path)
+        assert info is not None, parent.stderr.read() if parent.poll() is not None else "late"
+        assert info.pid == parent.pid and info.url == f"http://127.0.0.1:{info.port}"
+        assert [w.index for w in info.workers] == [0, 1]
+        assert all(_ppid(w.pid) == parent.pid and w.rss_bytes > 0 for w in info.workers)
+        assert info.models == {"m": {"base_path": "/m", "versions": [1]}}  # the first worker's
+        os.kill(info.workers[1].pid, signal.SIGKILL)
+        assert parent.wait(30) == 1
+        assert _wait_gone([info.workers[0].pid]) == []
+        assert "Worker 1 exited with code -9; stopping the server" in parent.stderr.read()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def test_a_worker_ready_file_is_checked(tmp_path):
+    context = peers.WorkerContext(tmp_path, 1, 2)
+    info = records.ServerInfo(pid=1, host="127.0.0.1", port=8501, url="http://127.0.0.1:8501")
+    peers.WorkerReady.measure(context, info).write(context.ready_path)
+    ready = peers.WorkerReady.read(context.ready_path)
+    assert ready.worker == records.WorkerInfo(1, os.getpid(), ready.worker.rss_bytes)
+    assert ready.info == info.replace(pid=os.getpid())
+    data = json.loads(context.ready_path.read_text())
+    assert data["index"] == 1 and data["port"] == 8501  # the info file's keys plus two
+    for broken in ({**data, "index": "1"}, {**data, "port": None}, {"index": 1}):
+        context.ready_path.write_text(json.dumps(broken))
+        assert peers.WorkerReady.read(context.ready_path) is None
+    context.ready_path.write_text('{"index": 1, "pid"')  # a partial write
+    assert peers.WorkerReady.read(context.ready_path) is None
+    assert context.environ() == {peers.ENV_DIR: str(tmp_path), peers.ENV_INDEX: "1",
+                                 peers.ENV_COUNT: "2"}
 
 
 # ---- through the manager and the magic ----
@@ -404,9 +484,13 @@ def test_manager_start_with_workers(server_test_models):
 def test_default_workers_is_one_on_small_machines(monkeypatch):
     from tfserve_magic import manager
 
-    monkeypatch.setattr(workers, "usable_cpus", lambda: 2)
+    def cores(count):  # the manager may ask either module
+        for module in (sizing, workers):
+            monkeypatch.setattr(module, "usable_cpus", lambda: count)
+
+    cores(2)
     assert manager.default_workers() == "1"
-    monkeypatch.setattr(workers, "usable_cpus", lambda: 16)
+    cores(16)
     expected = "auto" if os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >= 4 * 2**30 \
         else "1"
     assert manager.default_workers() == expected
@@ -447,13 +531,11 @@ def test_a_second_server_cannot_join_a_workers_port(serve, server_test_models, t
 
 
 def test_the_cli_default_uses_the_machine(monkeypatch):
-    from tfserve_magic.server.main import parse_flags
-
-    flags = parse_flags(["--model_base_path=/m"])
+    flags = server_flags.parse_flags(["--model_base_path=/m"])
     assert flags["workers"] == "auto"
-    monkeypatch.setattr(workers, "usable_cpus", lambda: 6)
-    monkeypatch.setattr(workers, "reuse_port_supported", lambda: True)
-    assert workers.planned_count(flags) == 6
-    assert workers.planned_count({**flags, "workers": "3"}) == 3
-    monkeypatch.setattr(workers, "reuse_port_supported", lambda: False)
-    assert workers.planned_count(flags) == 1  # no SO_REUSEPORT balancing: one process
+    monkeypatch.setattr(sizing, "usable_cpus", lambda: 6)
+    monkeypatch.setattr(sizing, "reuse_port_supported", lambda: True)
+    assert sizing.planned_count(flags["workers"]) == 6
+    assert sizing.planned_count("3") == 3
+    monkeypatch.setattr(sizing, "reuse_port_supported", lambda: False)
+    assert sizing.planned_count(flags["workers"]) == 1  # no SO_REUSEPORT balancing

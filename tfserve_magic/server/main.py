@@ -1,249 +1,37 @@
 """``python -m tfserve_magic serve``: tensorflow_model_server's flags -> a running server.
 
 Start-up order follows TF Serving: parse flags, load every model (in parallel), and only then
-open the gRPC and REST ports, so a client never sees a half-started server. Once the port is bound the
-info file the process manager waits for is written atomically; it is removed on exit.
+open the gRPC and REST ports, so a client never sees a half-started server. Once the port is
+bound the info file the process manager waits for (a ``records.ServerInfo``) is written
+atomically; it is removed on exit. With ``--workers`` above 1 this process becomes the workers'
+parent (server/workers.py), handed the callables it needs; each worker runs this module again.
+Flags: server/flags.py; ports, pids and the parent watch: server/process.py.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import gc
-import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+
+from tfserve_magic import owners
+from tfserve_magic.records import ServerInfo, remove_info
+from tfserve_magic.server.flags import FlagError, given, parse_flags, usage, worker_flags
+from tfserve_magic.server.flags import check as _check
+from tfserve_magic.server.peers import PeerChannel, WorkerReady, worker_context
+from tfserve_magic.server.process import bind, client_url, pid_alive, watch_parent
+from tfserve_magic.server.sizing import planned_count
 
 log = logging.getLogger("tfserve_magic.server")
 
 _CPUS = os.cpu_count() or 1
-
-
-@dataclass
-class Flag:
-    kind: type
-    default: object
-    help: str
-
-
-# tensorflow_model_server's flags we implement (same names and defaults), then our additions.
-FLAGS: dict[str, Flag] = {
-    "port": Flag(int, 8500, "gRPC port (0 picks a free port, -1 serves no gRPC over TCP)"),
-    "grpc_socket_path": Flag(str, "", "also serve gRPC on this Unix socket"),
-    "grpc_max_threads": Flag(int, 4 * _CPUS, "threads of the gRPC server"),
-    "grpc_channel_arguments": Flag(str, "", "gRPC server options: key=value,key=value"),
-    "enable_grpc_healthcheck_service": Flag(bool, False, "serve grpc.health.v1.Health"),
-    "rest_api_port": Flag(
-        int, 0, "HTTP/REST port; 0 picks a free port (TF Serving: 0 disables REST)"
-    ),
-    "rest_api_num_threads": Flag(int, 4 * _CPUS, "threads for model calls too slow to run inline"),
-    "rest_api_timeout_in_ms": Flag(int, 30000, "timeout of predict/classify/regress (504)"),
-    "rest_api_enable_cors_support": Flag(bool, False, "add CORS headers to every /v1 response"),
-    "model_name": Flag(str, "default", "model name (single-model mode)"),
-    "model_base_path": Flag(str, "", "folder holding numeric version folders (single model)"),
-    "model_config_file": Flag(str, "", "text ModelServerConfig; overrides the two flags above"),
-    "model_config_file_poll_wait_seconds": Flag(
-        float, 0, "re-read --model_config_file every N seconds (0: once; fractions allowed)"
-    ),
-    "file_system_poll_wait_seconds": Flag(
-        float, 1, "poll base paths every N seconds (0: once, <0: never; fractions allowed)"
-    ),
-    "allow_version_labels_for_unavailable_models": Flag(
-        bool, False, "allow new labels to point at versions that are not loaded yet"
-    ),
-    "enable_batching": Flag(bool, False, "merge concurrent predict requests into batches"),
-    "batching_parameters_file": Flag(str, "", "text BatchingParameters (needs --enable_batching)"),
-    "monitoring_config_file": Flag(str, "", "text MonitoringConfig (Prometheus endpoint)"),
-    "tensorflow_session_parallelism": Flag(int, 0, "intra- and inter-op threads (0: auto)"),
-    "tensorflow_intra_op_parallelism": Flag(int, 0, "intra-op threads (0: auto)"),
-    "tensorflow_inter_op_parallelism": Flag(int, 0, "inter-op threads (0: auto)"),
-    "saved_model_tags": Flag(str, "serve", "comma-separated MetaGraphDef tag set to load"),
-    "max_num_load_retries": Flag(
-        int, 0, "retries of a failed version load (TF Serving: 5; see docs/compatibility.md)"
-    ),
-    "load_retry_interval_micros": Flag(int, 60_000_000, "wait between load retries"),
-    "num_load_threads": Flag(int, 0, "models loaded in parallel at start-up (0: 4 x CPUs)"),
-    "version": Flag(bool, False, "print the versions and exit"),
-    # Our additions (docs/compatibility.md).
-    "host": Flag(str, "127.0.0.1", "bind address (TF Serving binds all interfaces)"),
-    "rest_api_port_retries": Flag(int, 0, "if the REST port is taken, try the next N ports"),
-    "rest_api_max_body_bytes": Flag(
-        int, 1 << 30, "largest request body accepted, after gunzip (413 above it)"
-    ),
-    "info_file": Flag(str, "", "write the server info JSON here once ready; removed on exit"),
-    "parent_pid": Flag(int, 0, "exit when this process is gone"),
-    "workers": Flag(
-        str, "auto", "server processes sharing the port: N, or auto (one per usable core, "
-        "as many as the memory holds); see server/workers.py"
-    ),
-    # Hardening (docs/compatibility.md, "Limits"); implemented in limits.py and guard.py.
-    "owners_file": Flag(
-        str, "", "with --parent_pid: also stay while a pid listed in this file lives"
-    ),
-    "rest_api_max_header_bytes": Flag(int, 64 * 1024, "largest request header block (431)"),
-    "rest_api_header_timeout_seconds": Flag(float, 30, "time to send a request's headers (408)"),
-    "rest_api_body_timeout_seconds": Flag(float, 60, "longest pause inside a request body (408)"),
-    "rest_api_idle_timeout_seconds": Flag(float, 75, "close connections idle this long"),
-    "rest_api_max_connections": Flag(
-        int, 0, "open connections (503 beyond; 0: the descriptor limit minus a reserve)"
-    ),
-    "rest_api_allowed_hosts": Flag(
-        str, "", "extra Host names answered when bound to loopback (comma-separated; * any)"
-    ),
-}
-OUR_FLAGS = ("host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_file", "parent_pid",
-             "workers", "owners_file", "rest_api_max_header_bytes",
-             "rest_api_header_timeout_seconds", "rest_api_body_timeout_seconds",
-             "rest_api_idle_timeout_seconds", "rest_api_max_connections", "rest_api_allowed_hosts")
-
-# tensorflow_model_server flags this server refuses by name rather than silently ignoring.
-UNSUPPORTED = {
-    "ssl_config_file": "gRPC is served without TLS (bind 127.0.0.1 or use a proxy)",
-    "use_alts_credentials": "gRPC is served without ALTS",
-    "enable_per_model_batching_parameters": "per-model batching_params.pbtxt is not read",
-    "tensorflow_session_config_file": "session ConfigProto files are not supported",
-    "platform_config_file": "platform config files are not supported",
-    "per_process_gpu_memory_fraction": "use tfserve_magic's gpu option instead",
-    "num_unload_threads": "unloads happen on the poll thread",
-    "flush_filesystem_caches": "not applicable",
-    "enable_model_warmup": "warm-up request replay is not implemented",
-    "num_request_iterations_for_warmup": "warm-up request replay is not implemented",
-    "enable_signature_method_name_check": "method names are never checked",
-    "enable_profiler": "the profiler service is not served",
-    "remove_unused_fields_from_bundle_metagraph": "not applicable",
-    "prefer_tflite_model": "TF Lite models are not served",
-    "num_tflite_pools": "TF Lite models are not served",
-    "num_tflite_interpreters_per_pool": "TF Lite models are not served",
-    "xla_cpu_compilation_enabled": "XLA compilation flags are not supported",
-    "xla_gpu_compilation_enabled": "XLA compilation flags are not supported",
-    "mixed_precision": "mixed precision is not supported",
-    "thread_pool_factory_config_file": "not supported",
-    "enable_serialization_as_tensor_content": "gRPC responses always use the typed fields",
-}
-
-
-class FlagError(ValueError):
-    pass
-
-
-def usage() -> str:
-    lines = [
-        "usage: python -m tfserve_magic serve --model_base_path=PATH [--model_name=NAME] "
-        "[--rest_api_port=8501] [flags]",
-        "       python -m tfserve_magic serve --model_config_file=FILE [flags]",
-        "",
-        "tensorflow_model_server's flags (--flag=value or --flag value):",
-    ]
-    for name, flag in FLAGS.items():
-        if name == "host":
-            lines += ["", "tfserve_magic's own flags:"]
-        lines.append(f"  --{name:<46} {flag.help} (default: {flag.default!r})")
-    return "\n".join(lines)
-
-
-def _convert(name: str, kind: type, text: str):
-    if kind is bool:
-        lowered = text.lower()
-        if lowered in ("true", "1", "yes"):
-            return True
-        if lowered in ("false", "0", "no"):
-            return False
-        raise FlagError(f"Invalid value for --{name}: {text!r} (expected true or false)")
-    if kind is int:
-        try:
-            return int(text, 10)
-        except ValueError:
-            raise FlagError(f"Invalid value for --{name}: {text!r} (expected an integer)") from None
-    if kind is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise FlagError(f"Invalid value for --{name}: {text!r} (expected a number)") from None
-    return text
-
-
-def parse_flags(argv: list[str]) -> dict:
-    """``--flag=value`` and ``--flag value`` (bool flags: ``--flag`` or ``--flag=false``)."""
-    values = {name: flag.default for name, flag in FLAGS.items()}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        if not arg.startswith("-") or arg in ("-", "--"):
-            raise FlagError(f"Unexpected argument {arg!r}: every option is a --flag")
-        name, sep, value = arg.lstrip("-").partition("=")
-        if name in UNSUPPORTED:
-            raise FlagError(
-                f"--{name} is a tensorflow_model_server flag that this server does not support "
-                f"({UNSUPPORTED[name]})"
-            )
-        flag = FLAGS.get(name)
-        if flag is None:
-            raise FlagError(f"Unknown flag --{name}")
-        if not sep:
-            if flag.kind is bool:
-                values[name] = True
-                continue
-            if i >= len(argv):
-                raise FlagError(f"Flag --{name} needs a value")
-            value = argv[i]
-            i += 1
-        values[name] = _convert(name, flag.kind, value)
-    return values
-
-
-def _check(flags: dict) -> None:
-    if not flags["model_base_path"] and not flags["model_config_file"]:
-        raise FlagError(
-            "Both --model_base_path and --model_config_file are empty: give one of them"
-        )
-    if flags["batching_parameters_file"] and not flags["enable_batching"]:
-        raise FlagError("--batching_parameters_file is set but --enable_batching is not")
-    if all(
-        flags[k]
-        for k in (
-            "tensorflow_session_parallelism",
-            "tensorflow_intra_op_parallelism",
-            "tensorflow_inter_op_parallelism",
-        )
-    ):
-        raise FlagError(
-            "Setting --tensorflow_session_parallelism together with both "
-            "--tensorflow_intra_op_parallelism and --tensorflow_inter_op_parallelism is an error"
-        )
-    if flags["rest_api_port"] and flags["rest_api_port"] == flags["port"]:
-        raise FlagError(
-            f"--rest_api_port and --port must differ (both are {flags['port']}); "
-            "TF Serving would not serve REST at all"
-        )
-    if not 0 <= flags["rest_api_port"] <= 65535:
-        raise FlagError(f"--rest_api_port must be between 0 and 65535, not {flags['rest_api_port']}")
-    for item in flags["grpc_channel_arguments"].split(","):
-        if item.strip() and "=" not in item:
-            raise FlagError(f"--grpc_channel_arguments: {item.strip()!r} is not key=value")
-    if not -1 <= flags["port"] <= 65535:
-        raise FlagError(f"--port must be between -1 and 65535, not {flags['port']}")
-    if flags["rest_api_max_body_bytes"] <= 0:
-        raise FlagError("--rest_api_max_body_bytes must be positive")
-    from tfserve_magic.server.workers import parse_workers
-
-    try:
-        parse_workers(flags["workers"])
-    except ValueError as exc:
-        raise FlagError(str(exc)) from None
-    for name in ("rest_api_max_header_bytes", "rest_api_header_timeout_seconds",
-                 "rest_api_body_timeout_seconds", "rest_api_idle_timeout_seconds"):
-        if flags[name] <= 0:
-            raise FlagError(f"--{name} must be positive")
-    if flags["rest_api_max_connections"] < 0:
-        raise FlagError("--rest_api_max_connections must be 0 (automatic) or positive")
-
 
 # ---- logging in TF Serving's style: "2026-11-24 06:00:00.123456: I file.py:12] message" ----
 
@@ -266,123 +54,6 @@ def _setup_logging() -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
-
-
-# ---- start-up helpers ----
-
-
-def _bind(host: str, port: int, retries: int, *, reuse_port: bool = False,
-          check_free: bool = False) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    last_error = None
-    for candidate in range(port, port + retries + 1) if port else [0]:
-        if check_free and candidate and not _port_free(family, host, candidate):
-            # SO_REUSEPORT would join another server's port (same user) instead of failing
-            last_error = OSError(98, "Address already in use")
-            log.warning("Cannot bind %s:%d: Address already in use", host, candidate)
-            continue
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:  # --workers: every worker binds the same port (server/workers.py)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, candidate))
-        except OSError as exc:
-            sock.close()
-            last_error = exc
-            log.warning("Cannot bind %s:%d: %s", host, candidate, exc.strerror or exc)
-            continue
-        sock.listen(2048)
-        sock.setblocking(False)
-        return sock
-    tried = f"ports {port}-{port + retries}" if retries else f"port {port}"
-    raise OSError(f"Could not bind the REST API to {host} ({tried}): {last_error}")
-
-
-def _port_free(family, host: str, port: int) -> bool:
-    """Whether a plain socket (no SO_REUSEPORT) could bind ``port``: taken by any listener."""
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _client_url(host: str, port: int) -> str:
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _write_info(path: str, info: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(info, fh, indent=1)
-    os.replace(tmp, path)
-
-
-def _remove_info(path: str) -> None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            owner = json.load(fh).get("pid")
-    except (OSError, ValueError):
-        return
-    if owner == os.getpid():
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
-        import ctypes
-
-        kernel32 = ctypes.windll.kernel32
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return False
-        code = ctypes.c_ulong()
-        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        kernel32.CloseHandle(handle)
-        return code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _watch_parent(pid: int, on_gone, owners_file: str = "") -> None:
-    """Call ``on_gone`` once ``pid`` has exited (a daemon thread polling twice a second), and
-    every other owner listed in ``owners_file`` (kernels reusing this server) too."""
-    from tfserve_magic import owners
-
-    was_parent = os.getppid() == pid
-
-    def watch():
-        nonlocal pid, was_parent
-        while True:
-            if not _pid_alive(pid) or (was_parent and os.getppid() != pid):
-                others = owners.live_owners(owners_file, _pid_alive, exclude=pid)
-                if others:
-                    log.info("Owner %d is gone; staying for owner(s) %s", pid, others)
-                    pid, was_parent = others[0], False
-                    continue
-                log.info("Parent process %d is gone; shutting down", pid)
-                on_gone()
-                return
-            time.sleep(0.5)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _configure_tensorflow(flags: dict):
@@ -435,30 +106,51 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, stop_during_startup) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        from tfserve_magic.server import workers
-
-        if workers.worker_context() is None and workers.planned_count(flags) > 1:
-            return workers.run_parent(
-                flags, {name: flag.default for name, flag in FLAGS.items()}, argv,
-                lambda: _bind(flags["host"], flags["rest_api_port"],
-                              max(0, flags["rest_api_port_retries"]), reuse_port=True,
-                              check_free=True),
-            )
+        if worker_context() is None and planned_count(flags["workers"]) > 1:
+            return _run_parent(flags, argv)
         return _run(flags, argv, previous)
     except _Stopping:
         log.info("Stopped during start-up")
         return 0
     finally:
         if info_file:
-            _remove_info(info_file)
+            remove_info(info_file)
+
+
+def _run_parent(flags: dict, argv: list[str]) -> int:
+    """Become the parent of ``--workers`` processes, each running this module again."""
+    from tfserve_magic.server import workers
+
+    def worker_command(port: int, grpc_port: int, count: int) -> list[str]:
+        return [sys.executable, "-m", "tfserve_magic", "serve", *worker_flags(
+            flags, port=port, parent=os.getpid(), count=count, grpc_port=grpc_port)]
+
+    return workers.run_parent(
+        flags, argv,
+        bind=lambda: _bind_rest(flags, reuse_port=True, check_free=True),
+        worker_command=worker_command,
+        grpc_port_given=given(argv, "port"),
+        watch_owner=functools.partial(_watch_owner, flags),
+    )
+
+
+def _bind_rest(flags: dict, **options):
+    return bind(flags["host"], flags["rest_api_port"], max(0, flags["rest_api_port_retries"]),
+                **options)
+
+
+def _watch_owner(flags: dict, on_gone) -> None:
+    """``--parent_pid`` (and the other owners in ``--owners_file``): ``on_gone`` once every
+    owner has exited."""
+    if flags["parent_pid"]:
+        others = functools.partial(owners.live_owners, flags["owners_file"], pid_alive)
+        watch_parent(flags["parent_pid"], on_gone, others)
 
 
 def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
     from tfserve_magic.server import config as cfg
 
-    if flags["parent_pid"]:
-        _watch_parent(flags["parent_pid"], lambda: os.kill(os.getpid(), signal.SIGTERM),
-                      flags["owners_file"])
+    _watch_owner(flags, lambda: os.kill(os.getpid(), signal.SIGTERM))
     try:
         if flags["model_config_file"]:
             specs = cfg.parse_model_config(flags["model_config_file"])
@@ -522,32 +214,27 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
     manager.start_polling(config_reloader, flags["model_config_file_poll_wait_seconds"])
     gc.freeze()  # TensorFlow leaves ~370k objects that every full collection would rescan
 
-    from tfserve_magic.server.workers import worker_context
-
     try:
-        sock = _bind(flags["host"], flags["rest_api_port"], max(0, flags["rest_api_port_retries"]),
-                     reuse_port=worker_context() is not None)
+        sock = _bind_rest(flags, reuse_port=worker_context() is not None)
     except OSError as exc:
         log.error("Failed to start server. Error: %s", exc)
         manager.stop()
         return 1
     port = sock.getsockname()[1]
     devices = [d.name.replace("/device:", "") for d in tf.config.list_logical_devices()]
-    info = {
-        "format": 1,
-        "pid": os.getpid(),
-        "host": flags["host"],
-        "port": port,
-        "grpc_port": None,
-        "url": _client_url(flags["host"], port),
-        "backend": "python",
-        "tf_version": tf.__version__,
-        "devices": devices,
-        "models": manager.snapshot(),
-        "argv": argv,
-        "parent_pid": flags["parent_pid"] or None,
-        "started": time.time(),
-    }
+    info = ServerInfo(
+        pid=os.getpid(),
+        host=flags["host"],
+        port=port,
+        url=client_url(flags["host"], port),
+        backend="python",
+        tf_version=tf.__version__,
+        devices=tuple(devices),
+        models=manager.snapshot(),
+        argv=tuple(argv),
+        parent_pid=flags["parent_pid"] or None,
+        started=time.time(),
+    )
     try:
         _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_handlers)
     except GrpcStartError as exc:
@@ -560,7 +247,8 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
     return 0
 
 
-def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_handlers) -> None:
+def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo,
+           previous_handlers) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     import uvicorn
@@ -577,11 +265,9 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     executor = ThreadPoolExecutor(
         max_workers=max(1, flags["rest_api_num_threads"]), thread_name_prefix="model-call"
     )
-    from tfserve_magic.server.workers import worker_context
-
     worker = worker_context()
     try:
-        grpc_server = _start_grpc(flags, manager, metrics, batcher, info, worker)
+        grpc_server, info = _start_grpc(flags, manager, metrics, batcher, info, worker)
     except BaseException:
         if batcher is not None:
             batcher.stop()
@@ -643,18 +329,17 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     )
     server = _Server(config)
     if monitoring.prometheus_enabled:
-        log.info("Prometheus metrics at %s%s", info["url"], monitoring.path)
+        log.info("Prometheus metrics at %s%s", info.url, monitoring.path)
     log.info(
         "Exporting HTTP/REST API at:%s:%d ... (uvicorn, %s, %s)",
-        flags["host"], info["port"], http, loop_name,
+        flags["host"], info.port, http, loop_name,
     )
-    info_file = flags["info_file"]
-    server.on_started = (lambda: _write_info(info_file, info)) if info_file else None
-    channel = _worker_channel(worker, manager, metrics)
-    if worker is not None:
-        from tfserve_magic.server.workers import write_ready
-
-        server.on_started = lambda: write_ready(worker, info)
+    channel = None
+    if worker is not None:  # status and metrics speak for every worker (server/peers.py)
+        channel = PeerChannel.open(worker, manager, metrics)
+        server.on_started = lambda: WorkerReady.measure(worker, info).write(worker.ready_path)
+    elif flags["info_file"]:
+        server.on_started = functools.partial(info.write, flags["info_file"])
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
     loop = new_loop()
@@ -672,8 +357,9 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
         loop.close()
 
 
-def _start_grpc(flags, manager, metrics, batcher, info, worker=None):
-    """Open the gRPC port (after the initial load, like TF Serving) and note it in the info.
+def _start_grpc(flags, manager, metrics, batcher, info: ServerInfo, worker=None):
+    """Open the gRPC port (after the initial load, like TF Serving); returns the gRPC server
+    (None when off) and ``info`` with its port.
 
     An explicit ``--port`` that cannot be bound stops the start; the default 8500 being taken
     (another server on this machine) only logs a warning and serves REST (docs/compatibility.md).
@@ -682,7 +368,7 @@ def _start_grpc(flags, manager, metrics, batcher, info, worker=None):
     """
     from tfserve_magic.server.grpc_server import GrpcStartError, start_grpc
 
-    explicit = _port_given(info["argv"])
+    explicit = given(list(info.argv), "port")
     if worker is not None and worker.index != 0:
         flags = {**flags, "grpc_socket_path": ""}
     try:
@@ -691,29 +377,11 @@ def _start_grpc(flags, manager, metrics, batcher, info, worker=None):
         if explicit or flags["grpc_socket_path"]:
             raise
         log.warning("%s; serving REST only (pass --port=0 for a free gRPC port)", exc)
-        return None
-    info["grpc_port"] = port
-    if flags["grpc_socket_path"]:
-        info["grpc_socket_path"] = os.path.abspath(flags["grpc_socket_path"])
-    return server
-
-
-def _port_given(argv: list[str]) -> bool:
-    """Whether ``--port`` (gRPC) was given on the command line rather than defaulted."""
-    return any(a.lstrip("-").split("=")[0] == "port" for a in argv)
-
-
-def _worker_channel(context, manager, metrics):
-    """In a ``--workers`` child: open the peer channel so status and metrics speak for every
-    worker (server/workers.py). Returns the channel, or None outside a worker."""
-    from tfserve_magic.server.workers import PeerChannel
-
-    if context is None:
-        return None
-    channel = PeerChannel(context, manager, metrics)
-    channel.start()
-    channel.install()
-    return channel
+        return None, info
+    socket_path = flags["grpc_socket_path"]
+    return server, info.replace(grpc_port=port,
+                                grpc_socket_path=os.path.abspath(socket_path) if socket_path
+                                else None)
 
 
 try:

@@ -1,17 +1,25 @@
 """Process plumbing shared by the server, the workers' parent, the registry and the manager.
 
 One home for the facts that used to be copied: whether a pid still runs, how a file is written
-so that a reader never sees half of it, and which address a local client dials for a server
-bound to some host. No TensorFlow, no IPython: the manager and the client import this too.
+so that a reader never sees half of it, which address a local client dials for a server bound
+to some host, how a server binds its port, and how it notices that its parent (owner) is gone.
+No TensorFlow, no IPython, no other tfserve_magic module: the manager and the client import
+this too, and ``records.py`` builds on it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import socket
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+log = logging.getLogger("tfserve_magic.server")
 
 # Popen objects of children started by this process, so liveness checks reap them (no zombie
 # looks alive); the manager fills it.
@@ -128,3 +136,64 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def bind(host: str, port: int, retries: int = 0, *, reuse_port: bool = False,
+         check_free: bool = False) -> socket.socket:
+    """A listening, non-blocking TCP socket on ``host`` at ``port`` or one of the ``retries``
+    ports after it (``port`` 0: a free port). OSError naming the ports tried when none binds.
+
+    ``reuse_port`` sets SO_REUSEPORT (the workers of one server share the port);
+    ``check_free`` first checks with a plain socket, since SO_REUSEPORT alone would join
+    another server's port (same user) instead of failing."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    last_error = None
+    for candidate in range(port, port + retries + 1) if port else [0]:
+        if check_free and candidate and not port_free(host, candidate):
+            last_error = OSError(errno.EADDRINUSE, "Address already in use")
+            log.warning("Cannot bind %s:%d: Address already in use", host, candidate)
+            continue
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host.strip("[]"), candidate))
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            log.warning("Cannot bind %s:%d: %s", host, candidate, exc.strerror or exc)
+            continue
+        sock.listen(2048)
+        sock.setblocking(False)
+        return sock
+    tried = f"ports {port}-{port + retries}" if retries else f"port {port}"
+    raise OSError(f"Could not bind the REST API to {host} ({tried}): {last_error}")
+
+
+def watch_parent(pid: int, on_gone: Callable[[], None],
+                 other_owners: Callable[[int], list[int]] | None = None) -> threading.Thread:
+    """Call ``on_gone`` once ``pid`` has exited (a daemon thread polling twice a second).
+
+    ``other_owners(gone_pid)`` lists the other live owners of a shared server (the
+    ``--owners_file``, see owners.py): while one lives the watch moves on to it instead.
+    A child of ``pid`` also notices being re-parented, which a recycled pid cannot hide."""
+    was_parent = os.getppid() == pid
+
+    def watch():
+        nonlocal pid, was_parent
+        while True:
+            if not pid_alive(pid) or (was_parent and os.getppid() != pid):
+                others = other_owners(pid) if other_owners is not None else []
+                if others:
+                    log.info("Owner %d is gone; staying for owner(s) %s", pid, others)
+                    pid, was_parent = others[0], False
+                    continue
+                log.info("Parent process %d is gone; shutting down", pid)
+                on_gone()
+                return
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    thread.start()
+    return thread
