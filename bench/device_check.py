@@ -5,7 +5,7 @@ than what can be carried to it, so the server itself cannot run there. What does
 the GPU plan (``tfserve_magic/gpu.py``: which devices a child server gets) checked against a
 real driver, with PyTorch in the child standing in for TensorFlow to count the devices it
 really sees, and ``--workers auto`` sized from that machine's cores and memory
-(``server/workers.py``). Both modules are loaded from their files: neither imports
+(``server/sizing.py``). Both modules are loaded from their files: neither imports
 TensorFlow, and the package's ``__init__`` is not needed.
 
 Prints one JSON object; ``docs/gpu.md`` records a run.
@@ -49,7 +49,7 @@ def _child_sees(env_changes: dict) -> dict:
 
 def main() -> int:
     gpu = _load("tfm_gpu", "tfserve_magic/gpu.py")
-    workers = _load("tfm_workers", "tfserve_magic/server/workers.py")
+    workers = _load("tfm_sizing", "tfserve_magic/server/sizing.py")
     report = {"system_gpus": gpu._system_gpu_count(), "plans": {}}
     for request in ("auto", "none", "0"):
         plan = gpu.plan(request, environ=dict(os.environ))
