@@ -175,10 +175,10 @@ def from_server(name: str) -> Plan:
             "(`deploy NAME BASE_PATH ...`) or start it first"
         )
     try:
-        record = manager._record_for(name)
+        record = manager.running_record(name)
     except LookupError as exc:
         raise DeployError(str(exc)) from None
-    argv = [str(a) for a in record.get("argv") or []]
+    argv = [str(a) for a in record.argv]
     flags = _flag_values(argv)
     available: dict[str, list[int]] = {}
     try:
