@@ -27,7 +27,7 @@ def restarter(name):
         config=record.config,
         port=where.port or record.key.get("port", 8501),  # where its clients look for it
         port_retries=record.port_retries,
-        host=record.host if record.backend == "python" else "127.0.0.1",
+        host=record.key.get("host", record.host),  # as asked (the binary's record says 0.0.0.0)
         grpc_port=where.grpc_port or record.grpc_port,
         gpu=record.gpu,
         poll=record.poll,

@@ -1,9 +1,10 @@
 """Where running servers are recorded, and which one answers to a name (no IPython, no TF).
 
 The one home of server-name lookup: the manager writes the records (``<name>.json``) and the
-server its info file (``<name>.info.json``) in the per-user state folder; this module reads
-them. Both the manager (start/stop/list) and the client (``Client("MLP")``) import it, and it
-imports neither, so the arrows point one way: manager -> client -> registry, manager -> registry.
+server its info file (``<name>.info.json``) in the per-user state folder, both typed and read
+through ``records.py``; this module finds them by name. Both the manager (start/stop/list)
+and the client (``Client("MLP")``) import it, and it imports neither, so the arrows point one
+way: manager -> client -> registry -> records, manager -> registry.
 """
 
 from __future__ import annotations

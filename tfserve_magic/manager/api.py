@@ -15,19 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tfserve_magic import gpu as gpu_policy
-from tfserve_magic.manager import logfiles
+from tfserve_magic.manager import logfiles, results
 from tfserve_magic.manager.control import NameLock, adopt, orphaned, terminate, terminate_all
 from tfserve_magic.manager.handle import ServerHandle
 from tfserve_magic.manager.launch import Request, key_difference, launch, same_start
 from tfserve_magic.manager.rest import model_status
-from tfserve_magic.manager.results import (
-    Failed,
-    GpuMemoryWarning,
-    Launched,
-    Reused,
-    StartError,
-    TimedOut,
-)
+from tfserve_magic.manager.results import GpuMemoryWarning, Launched, Reused, StartError
 from tfserve_magic.manager.spec import MODEL_SERVER_BINARY, NAME_RE, resolve
 from tfserve_magic.manager.state import (
     handle_for,
@@ -74,7 +67,7 @@ def start_result(
     progress: Callable[[str], None] | None = None,
     port_retries: int = DEFAULT_PORT_RETRIES,
     workers: int | str | None = None,
-) -> Launched | Reused | Failed | TimedOut:
+) -> Launched | Reused | results.Failed | results.TimedOut:
     """``start`` as a typed result (Launched, Reused, Failed, TimedOut) instead of raising.
 
     Invalid arguments still raise ``StartError`` (and an unknown option ``TypeError``).

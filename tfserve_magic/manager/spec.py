@@ -114,14 +114,18 @@ def _check_base_path(base_path) -> str:
     if not base_dir.is_dir():
         raise StartError(f"base path {base_dir} does not exist (or is not a folder)")
     if not numeric_versions(base_dir):
-        hint = ""
-        if (base_dir / "saved_model.pb").exists():
-            hint = f"; it is itself a SavedModel: give its parent, or move it to {base_dir}/1"
-        raise StartError(
-            f"{base_dir} holds no model versions: TF Serving expects numbered subfolders "
-            f"such as {base_dir}/1/saved_model.pb (`%tfserve export` writes them){hint}"
-        )
+        raise StartError(no_versions_message(base_dir))
     return str(base_dir)
+
+
+def no_versions_message(base: Path) -> str:
+    """Why a folder without numbered version subfolders cannot be served, and the fix
+    (start and deploy say the same)."""
+    hint = ""
+    if (base / "saved_model.pb").exists():
+        hint = f"; it is itself a SavedModel: give its parent, or move it to {base}/1"
+    return (f"{base} holds no model versions: TF Serving expects numbered subfolders such as "
+            f"{base}/1/saved_model.pb (`%tfserve export` writes them){hint}")
 
 
 def resolve(name, base_path, config, backend, key_options) -> Spec:
