@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tfserve_magic import gpu, manager
-from tfserve_magic.manager import StartError
+from tfserve_magic.manager import StartError, spec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -197,17 +197,33 @@ def test_bad_requests_fail_before_spawning(tmp_path, model_dir):
 def test_backend_choice(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv(manager.MODEL_SERVER_VAR, raising=False)
-    assert manager._resolve_backend("auto") == ("python", None)
+    assert spec.resolve_backend("auto") == ("python", None)
     with pytest.raises(StartError, match="not on PATH"):
-        manager._resolve_backend("tensorflow_model_server")
+        spec.resolve_backend("tensorflow_model_server")
     fake = tmp_path / "tensorflow_model_server"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    assert manager._resolve_backend("auto") == ("tensorflow_model_server", str(fake))
-    assert manager._resolve_backend("python") == ("python", None)
+    assert spec.resolve_backend("auto") == ("tensorflow_model_server", str(fake))
+    assert spec.resolve_backend("python") == ("python", None)
     monkeypatch.setenv(manager.MODEL_SERVER_VAR, str(tmp_path / "nope"))
     with pytest.raises(StartError, match="not an executable"):
-        manager._resolve_backend("auto")
+        spec.resolve_backend("auto")
+
+
+def test_start_result_takes_starts_options_and_nothing_else(model_dir):
+    """One signature (one place for defaults): a misspelled option is a TypeError, not ignored."""
+    import inspect
+
+    assert inspect.signature(manager.start).parameters == \
+        inspect.signature(manager.start_result).parameters
+    for call in (manager.start, manager.start_result):
+        with pytest.raises(TypeError, match="prot"):
+            call("M", model_dir, prot=0)
+        with pytest.raises(TypeError):
+            call("M", model_dir, 8501)  # options are keyword-only
+    with pytest.raises(StartError, match="ports must be"):
+        manager.start_result("M", model_dir, port=70000)
+    assert manager.servers() == []
 
 
 def test_config_is_parsed_with_the_serving_protos(tmp_path, monkeypatch):
@@ -226,16 +242,16 @@ def test_config_is_parsed_with_the_serving_protos(tmp_path, monkeypatch):
             """
         )
     )
-    parsed = manager._parse_config(config)
+    parsed = spec.parse_config(config)
     assert [m.name for m in parsed.model_config_list.config] == ["mlp", "cnn"]
     monkeypatch.chdir(tmp_path)
-    assert manager._absolute_base_paths(parsed) is True
+    assert spec.absolute_base_paths(parsed) is True
     assert parsed.model_config_list.config[0].base_path == "/m/mlp"
     assert parsed.model_config_list.config[1].base_path == str(tmp_path / "rel/cnn")
     assert parsed.model_config_list.config[1].version_labels["stable"] == 1
     config.write_text("model_config_list { config { nme: 'typo' } }")
     with pytest.raises(StartError, match="not a valid TF Serving model config.*nme"):
-        manager._parse_config(config)
+        spec.parse_config(config)
 
 
 def test_tables():

@@ -9,35 +9,39 @@ from __future__ import annotations
 
 
 def restarter(name):
-    """A callable that starts server ``name`` again with the options it runs with now, or None
-    when ``name`` is not a server the manager knows (a URL, a model of a config file ...)."""
+    """A callable that starts server ``name`` again with the options it runs with now (read from
+    its record: source, ports, host, gpu, workers, poll, server flags ...), or None when ``name``
+    is not a server the manager knows (a URL, a model of a config file ...)."""
     if not isinstance(name, str):
         return None
     from tfserve_magic import manager
 
     try:
-        handle = manager.find(name)
-    except Exception:
+        record = manager.running_record(name)
+    except (LookupError, OSError):
         return None
-    if handle is None or not (handle.base_path or handle.config):
+    if not (record.base_path or record.config):
         return None
+    where = record.endpoint()
     options = dict(
-        port=handle.port,
-        host=handle.host,
-        grpc_port=handle.grpc_port,
-        detach=handle.detach,
-        backend=handle.backend,
+        config=record.config,
+        port=where.port or record.key.get("port", 8501),  # where its clients look for it
+        port_retries=record.port_retries,
+        host=record.key.get("host", record.host),  # as asked (the binary's record says 0.0.0.0)
+        grpc_port=where.grpc_port or record.grpc_port,
+        gpu=record.gpu,
+        poll=record.poll,
+        detach=record.detach,
+        backend=record.backend,
+        timeout=record.timeout,
+        extra_args=list(record.extra_args),
+        workers=record.workers,
     )
 
     def start_again():
-        running = manager.find(handle.name)
+        running = manager.find(name)
         if running is not None:
             return running
-        return manager.start(
-            handle.name,
-            None if handle.config else handle.base_path,
-            config=handle.config,
-            **options,
-        )
+        return manager.start(name, None if record.config else record.base_path, **options)
 
     return start_again

@@ -3,13 +3,14 @@
 A server started by kernel A and reused by kernel B belongs to both. The manager adds each
 user's pid to the server's owners file; the server (``--owners_file``, next to
 ``--parent_pid``) and the manager's exit hook read it, so the server stops only when its last
-owner is gone. Used by ``manager.py`` and ``server/main.py`` (no TensorFlow, no IPython).
+owner is gone. Used by the manager and ``server/main.py`` (no TensorFlow, no IPython).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
+
+from tfserve_magic.server.process import write_atomic
 
 
 def read(path) -> list[int]:
@@ -30,11 +31,7 @@ def read(path) -> list[int]:
 
 def write(path, pids) -> None:
     """Replace the list atomically (callers hold the manager's per-name lock)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write("".join(f"{pid}\n" for pid in dict.fromkeys(pids)))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(f"{pid}\n" for pid in dict.fromkeys(pids)))
 
 
 def add(path, pid: int) -> list[int]:

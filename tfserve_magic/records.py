@@ -19,7 +19,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfserve_magic.server.process import client_url, connect_host, read_json, write_json_atomic
+from tfserve_magic.server.process import (
+    client_url,
+    connect_host,
+    pid_alive,
+    read_json,
+    write_json_atomic,
+)
 
 INFO_FORMAT = 1
 RECORD_FORMAT = 1
@@ -179,6 +185,13 @@ class ServerRecord:
     argv: tuple = ()
     started: float = 0.0
     state: str = "starting"  # "starting" | "ready"
+    # start's options as asked, so the server can be started again the same way (_restart.py)
+    gpu: str = "auto"
+    poll: float | None = None
+    workers: str | None = None
+    extra_args: tuple = ()
+    port_retries: int = 100
+    timeout: float = 120.0
     format: int = RECORD_FORMAT
 
     def __post_init__(self):
@@ -195,11 +208,18 @@ class ServerRecord:
         _check("info_path", self.info_path, (str,), optional=True)
         _check("owners_path", self.owners_path, (str,), optional=True)
         _check("state", self.state, (str,))
-        for name in ("models", "devices", "expect", "argv"):
+        _check("gpu", self.gpu, (str,))
+        _check("poll", self.poll, (int, float), optional=True)
+        _check("workers", self.workers, (str,), optional=True)
+        _check("port_retries", self.port_retries, (int,))
+        _check("timeout", self.timeout, (int, float))
+        for name in _LISTS:
             value = getattr(self, name)
             if isinstance(value, dict):  # older records held {model: {...}}
                 value = list(value)
             object.__setattr__(self, name, tuple(value))
+        for arg in self.extra_args:
+            _check("extra_args item", arg, (str,))
 
     def replace(self, **changes) -> ServerRecord:
         return dataclasses.replace(self, **changes)
@@ -208,9 +228,24 @@ class ServerRecord:
         """The server's own info file, when it has written one."""
         return read_info(self.info_path) if self.info_path else None
 
+    def alive(self) -> bool:
+        """Whether its process still runs (and is still a server: pid-recycling guard)."""
+        return pid_alive(self.pid, self.expect)
+
+    def endpoint(self) -> Endpoint:
+        """Where it answers now: from its info file once written, else from this record."""
+        info = self.info()
+        if info is not None:
+            models = {name: _versions(entry) for name, entry in info.models.items()}
+            return Endpoint(info.host or self.host, info.port, info.connect_url, info.grpc_port,
+                            models or {m: [] for m in self.models}, info)
+        port = self.port or 0
+        url = client_url(self.host, port) if port else ""
+        return Endpoint(self.host, port, url, self.grpc_port, {m: [] for m in self.models}, None)
+
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
-        for name in ("models", "devices", "expect", "argv"):
+        for name in _LISTS:
             data[name] = list(getattr(self, name))
         return data
 
@@ -225,6 +260,34 @@ class ServerRecord:
 
     def write(self, path) -> None:
         write_json_atomic(path, self.to_json())
+
+
+_LISTS = ("models", "devices", "expect", "argv", "extra_args")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a recorded server answers (``url`` is "" while it is still starting)."""
+
+    host: str
+    port: int
+    url: str
+    grpc_port: int | None
+    models: dict  # {model: sorted versions}; versions empty until the server says
+    info: ServerInfo | None = None
+
+    @property
+    def grpc_target(self) -> str | None:
+        """``host:port`` for a gRPC channel, or None when gRPC is off."""
+        return f"{connect_host(self.host)}:{self.grpc_port}" if self.grpc_port else None
+
+
+def _versions(entry) -> list[int]:
+    versions = entry.get("versions", []) if isinstance(entry, dict) else entry
+    try:
+        return sorted(int(v) for v in versions or [])
+    except (TypeError, ValueError):
+        return []
 
 
 def read_record(path) -> ServerRecord | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from tfserve_magic.deployment.sources import (
     from_server,
 )
 from tfserve_magic.deployment.tags import SERVING_RELEASES, choose_tag
+from tfserve_magic.server.process import write_atomic
 
 __all__ = ["deploy", "DeployError", "DeployResult", "Preflight", "Finding", "choose_tag",
            "SERVING_RELEASES", "add_arguments", "deploy_from_args"]
@@ -277,12 +277,7 @@ def _write(out: Path, texts: dict[str, str], copies: dict[str, Path], target: st
         path = out / rel
         if path.is_dir():
             shutil.rmtree(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        if rel.endswith(".sh"):
-            path.chmod(0o755)
+        write_atomic(path, text, mode=0o755 if rel.endswith(".sh") else 0o644)
     files = sorted(new_files)
     (out / MANIFEST).write_text(json.dumps({"format": 1, "target": target, "files": files,
                                             "trees": sorted(copies)},

@@ -72,13 +72,9 @@ def _base_dir(base_path, name: str) -> Path:
 
 
 def _no_versions(base: Path) -> DeployError:
-    hint = ""
-    if (base / "saved_model.pb").exists():
-        hint = f"; it is itself a SavedModel: give its parent, or move it to {base}/1"
-    return DeployError(
-        f"{base} holds no model versions: TF Serving expects numbered subfolders such as "
-        f"{base}/1/saved_model.pb (`%tfserve export` writes them){hint}"
-    )
+    from tfserve_magic.manager.spec import no_versions_message
+
+    return DeployError(no_versions_message(base))
 
 
 def from_base_path(name: str, base_path) -> Plan:
@@ -175,10 +171,10 @@ def from_server(name: str) -> Plan:
             "(`deploy NAME BASE_PATH ...`) or start it first"
         )
     try:
-        record = manager._record_for(name)
+        record = manager.running_record(name)
     except LookupError as exc:
         raise DeployError(str(exc)) from None
-    argv = [str(a) for a in record.get("argv") or []]
+    argv = [str(a) for a in record.argv]
     flags = _flag_values(argv)
     available: dict[str, list[int]] = {}
     try:
