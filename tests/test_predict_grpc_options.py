@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from IPython.core.error import UsageError
 
-from tests.test_predict_magic import _response_of, _run_snippet
+from tests.helpers.snippets import response_of as _response_of
+from tests.helpers.snippets import run_snippet as _run_snippet
 from tfserve_magic.predict_view import PredictionResult
 
 MODELS = """model_config_list {{
