@@ -54,8 +54,8 @@ _DROP = bytes(c for c in range(256) if c not in _KEPT)
 # Bodies up to this size reuse a per-thread parser (its buffers grow to the largest document);
 # larger ones get a parser of their own, freed afterwards.
 _REUSE_BYTES = 16 << 20
-# Skeletons up to about this size are cached whole (64 of them at most), larger ones are
-# joined from their cached batch item.
+# Skeletons up to about this size are cached (64 of them at most); larger ones are joined
+# from their (cached) items each time.
 _CACHED_SKELETON_BYTES = 256 << 10
 # The shape is proved from array sizes (a Python call per array) when the nests have at most
 # one array below their top per this many body bytes, else by the skeleton (one C pass, about
@@ -102,7 +102,7 @@ class SimdBody:
 
 
 def _parser(size: int):
-    """This thread's parser if it is free (no live document) and `size` is not huge."""
+    """This thread's parser, or a new one for a huge body (freed with its document)."""
     if size > _REUSE_BYTES:
         return simdjson.Parser()
     parser = getattr(_local, "parser", None)
@@ -136,20 +136,20 @@ def _dense_shape(array) -> Optional[tuple]:
     return tuple(shape)
 
 
-@functools.lru_cache(maxsize=64)
-def _nest_skeleton(shape: tuple) -> bytes:
+def _skeleton(shape: tuple) -> bytes:
     """What translate keeps of a dense nest of numbers: "[[,],[,]]" for (2, 2)."""
+    if 2 * math.prod(shape) <= _CACHED_SKELETON_BYTES:
+        return _cached_skeleton(shape)
     if len(shape) == 1:
         return b"[" + b"," * (shape[0] - 1) + b"]"
-    inner = _nest_skeleton(shape[1:])
-    return b"[" + b",".join([inner] * shape[0]) + b"]"
+    return b"[" + b",".join([_skeleton(shape[1:])] * shape[0]) + b"]"
 
 
-def _skeleton(shape: tuple) -> bytes:
-    inner = 2 * math.prod(shape[1:])  # about the skeleton's size per batch item
-    if len(shape) == 1 or shape[0] * inner <= _CACHED_SKELETON_BYTES:
-        return _nest_skeleton(shape)
-    return b"[" + b",".join([_nest_skeleton(shape[1:])] * shape[0]) + b"]"
+@functools.lru_cache(maxsize=64)
+def _cached_skeleton(shape: tuple) -> bytes:
+    if len(shape) == 1:
+        return b"[" + b"," * (shape[0] - 1) + b"]"
+    return b"[" + b",".join([_skeleton(shape[1:])] * shape[0]) + b"]"
 
 
 def _nest(value, skeleton: list) -> Optional[_Nest]:
@@ -219,6 +219,8 @@ def parse(body: bytes) -> Optional[SimdBody]:
         doc = _parse_json(body)
     except (ValueError, TypeError, RuntimeError, KeyError, IndexError, OverflowError):
         return None  # not strict JSON (NaN, 1e400, trailing bytes...): RapidJSON's rules decide
+    except MemoryError:  # simdjson's buffers are ~14 bytes per body byte: the exact tiers try
+        return None
     if not isinstance(doc, simdjson.Object):
         return None
     keys = list(doc)
