@@ -71,7 +71,7 @@ def main() -> int:
         ):
             request = codec.parse_predict(body)
             codec.decode_predict(request, SPECS)
-            assert request.decoded_by == "fast", "the fast path was not taken"
+            assert request.decoded_by in ("simd", "fast"), "the fast path was not taken"
             assert np.array_equal(ours(body), baseline(body))
             base = per_call_ns(lambda body=body: baseline(body))
             mine = per_call_ns(lambda body=body: ours(body))

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tfserve_magic.server import _fastjson, codec
+from tfserve_magic.server import _fastjson, codec, simd_decode
 from tfserve_magic.server._rapidjson import JObj, debug_string, dtoa, parse
 from tfserve_magic.server.codec import CodecError, InputSpec, floats
 
@@ -41,6 +41,13 @@ def error(body, specs=F32):
 
 def message(body, specs=F32):
     return str(error(body, specs))
+
+
+@pytest.fixture
+def without_simd(monkeypatch):
+    """The tiers before the SIMD one (issue 23), which would take these bodies first; its own
+    tests (tests/test_simd_decode.py) compare it with them."""
+    monkeypatch.setattr(simd_decode, "ENABLED", False)
 
 
 def slow_body(body: str) -> bytes:
@@ -188,6 +195,7 @@ def test_half_plus_two_examples_from_the_reference():
         assert json.loads(expected) == json.loads(codec.encode_predict({"y": y}, row))
 
 
+@pytest.mark.usefixtures("without_simd")
 def test_row_plain_list_stacks_elements():
     tensors, row, request = decode('{"instances": [[1, 2], [3, 4], [5, 6]]}')
     assert row and request.decoded_by == "fast"
@@ -669,6 +677,7 @@ def mnist_body(n: int, dumps=json.dumps, seed: int = 0) -> tuple[bytes, np.ndarr
 
 
 @pytest.mark.parametrize("dumps", [json.dumps, orjson.dumps])
+@pytest.mark.usefixtures("without_simd")
 def test_mnist_bodies_take_the_fast_path(dumps):
     for n in (1, 100):
         body, x = mnist_body(n, dumps)
@@ -682,6 +691,7 @@ def test_mnist_bodies_take_the_fast_path(dumps):
     assert request.path == "fast" and request.signature_name == "serving_default"
 
 
+@pytest.mark.usefixtures("without_simd")
 def test_pretty_and_exponent_bodies_use_orjson_and_agree():
     body, x = mnist_body(2)
     fast = decode(body)[0]["x"]
@@ -739,6 +749,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
+@pytest.mark.usefixtures("without_simd")
 def test_fast_and_exact_paths_agree_on_random_inputs():
     rng = np.random.default_rng(1234)
     for trial in range(80):
@@ -793,6 +804,7 @@ def test_fast_path_special_tokens():
     assert codec.parse_predict(body).path == "fast"
 
 
+@pytest.mark.usefixtures("without_simd")
 def test_fast_path_int_rules_fall_back_to_exact_messages():
     assert message('{"instances": [1, 2.5]}', spec(x="int32")) == (
         "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
@@ -803,6 +815,7 @@ def test_fast_path_int_rules_fall_back_to_exact_messages():
     assert tensors[2].decoded_by == "fast" and tensors[0]["x"].tolist() == [[-5, 7], [0, 2**31 - 1]]
 
 
+@pytest.mark.usefixtures("without_simd")
 def test_orjson_scan_and_vectorised_scan_agree():
     """Both fast-path scanners (docs/codec.md) on the same payloads: same tensors, and the
     vectorised one still works on its own (it backs up the orjson scan)."""

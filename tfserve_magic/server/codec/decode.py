@@ -7,6 +7,7 @@ and FillTensorMapFromInputsMap, with their messages.
 
 from __future__ import annotations
 
+from tfserve_magic.server import simd_decode
 from tfserve_magic.server._rapidjson import JObj, debug_string
 from tfserve_magic.server.codec.b64 import _is_b64
 from tfserve_magic.server.codec.convert import (
@@ -32,7 +33,8 @@ from tfserve_magic.server.codec.parse import (
 def decode_predict(req: PredictBody, specs: dict) -> tuple[dict, bool]:
     """Steps 4-5: the input tensors and whether the request used the row format.
 
-    The decode tiers are chosen here and only here, fastest first: the `_fastjson` payload
+    The decode tiers are chosen here and only here, fastest first: the SIMD tier
+    (`simd_decode`, numeric bodies it can prove), the `_fastjson` payload
     (`_decode_fast`), then the parsed document (`_decode_dom`), parsed again by the exact tier
     when a faster parse may disagree with RapidJSON. `req.decoded_by` records which answered.
     """
@@ -40,6 +42,11 @@ def decode_predict(req: PredictBody, specs: dict) -> tuple[dict, bool]:
         raise CodecError(
             f"Failed to get input map for signature: {req.signature_name or 'DEFAULT'}"
         )
+    if req.simd is not None:  # SIMD tier (simd_decode.py); None falls through to the others
+        decoded, req.simd = simd_decode.decode(req.simd, specs), None
+        if decoded is not None:
+            req.decoded_by = "simd"
+            return decoded
     inputs = {name: _dtype_info(spec[1]) for name, spec in specs.items()}
     result = _decode_fast(req, inputs)
     if result is not None:

@@ -15,7 +15,7 @@ import re
 import numpy as np
 import orjson
 
-from tfserve_magic.server import _fastjson
+from tfserve_magic.server import _fastjson, simd_decode
 from tfserve_magic.server._rapidjson import JObj, JsonParseError, as_bytes, debug_string
 from tfserve_magic.server._rapidjson import parse as exact_parse
 from tfserve_magic.server.codec.errors import _MISSING, CodecError
@@ -24,16 +24,17 @@ from tfserve_magic.server.codec.errors import _MISSING, CodecError
 class PredictBody:
     """A parsed predict request (steps 1-2). `.path` says which tier parsed it."""
 
-    __slots__ = ("body", "doc", "signature_name", "path", "key", "fast", "decoded_by")
+    __slots__ = ("body", "doc", "signature_name", "path", "key", "fast", "decoded_by", "simd")
 
     def __init__(self, body: bytes):
         self.body = body
         self.doc = None
         self.signature_name = ""
-        self.path = ""  # "fast", "orjson", "json" or "exact"
+        self.path = ""  # "simd", "fast", "orjson", "json" or "exact"
         self.key = None  # fast path: "instances" or "inputs"
         self.fast = None  # fast path: a _fastjson.ListPayload or NumericPayload
-        self.decoded_by = ""  # after decode_predict: "fast" or "dom"
+        self.decoded_by = ""  # after decode_predict: "simd", "fast" or "dom"
+        self.simd = None  # SIMD tier: a simd_decode.SimdBody until decode_predict
 
 
 _SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
@@ -152,6 +153,11 @@ def parse_predict(body: bytes) -> PredictBody:
     req = PredictBody(body)
     if not body:
         raise CodecError("JSON Parse error: The document is empty")
+    # SIMD tier (simd_decode.py): the structure is proved here, the tensors in decode_predict
+    req.simd = simd_decode.parse(body)
+    if req.simd is not None:
+        req.signature_name, req.path = req.simd.signature_name, "simd"
+        return req
     scanned = _fastjson.scan_predict_body(body)
     if scanned is not None:
         sig, req.key, req.fast = scanned
