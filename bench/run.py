@@ -116,7 +116,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _workers_value(text: str) -> str:
-    from tfserve_magic.server.workers import parse_workers
+    from tfserve_magic.server.sizing import parse_workers
 
     count = parse_workers(text)
     return "auto" if count is None else str(count)

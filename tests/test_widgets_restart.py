@@ -15,7 +15,7 @@ import pytest
 
 from tfserve_magic import manager
 from tfserve_magic._restart import restarter
-from tfserve_magic.server.workers import reuse_port_supported
+from tfserve_magic.server.sizing import reuse_port_supported
 
 
 @pytest.fixture

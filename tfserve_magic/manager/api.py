@@ -40,7 +40,7 @@ _lock = threading.Lock()
 def default_workers() -> str:
     """``%tfserve start``'s worker count: one process on small machines (Binder: 1-2 GB, a core
     or two), else ``auto`` (one per usable core, as many as the free memory holds)."""
-    from tfserve_magic.server.workers import usable_cpus
+    from tfserve_magic.server.sizing import usable_cpus
 
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -103,7 +103,7 @@ def start_result(
 def _request(port, port_retries, host, grpc_port, gpu, poll, detach, timeout, extra_args,
              workers) -> Request:
     """start's options checked and normalised (StartError says what is wrong)."""
-    from tfserve_magic.server.workers import parse_workers
+    from tfserve_magic.server.sizing import parse_workers
 
     port, port_retries, timeout = int(port), int(port_retries), float(timeout)
     workers = str(workers or default_workers()).strip().lower()
