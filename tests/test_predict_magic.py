@@ -298,8 +298,10 @@ def test_chunk_size_and_timeout_come_from_the_config(ns, digits):
 
 
 def test_server_errors_are_usage_errors_with_hints(ns, digits, capsys):
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(UsageError, match="input 'inputs' takes float32 numbers, got strings"):
         ns.run_line_magic("predict", 'Digits [[["a"]]]')
+    with pytest.raises(UsageError) as info:
+        ns.run_line_magic("predict", "Digits [[1.0, 2.0]]")
     message = str(info.value)
     assert message.startswith("HTTP 400 from http://127.0.0.1:")
     assert "expects inputs: inputs float32[-1,28,28,1]" in message
@@ -312,7 +314,7 @@ def test_server_errors_are_usage_errors_with_hints(ns, digits, capsys):
     with pytest.raises(UsageError, match="3 labels for 12 predictions"):
         ns.run_cell_magic("predict", "Digits --labels y[:3]", "x")
     capsys.readouterr()
-    cell = ns.run_cell('%predict Digits [[["a"]]]')
+    cell = ns.run_cell("%predict Digits [[1.0, 2.0]]")
     assert isinstance(cell.error_in_exec, UsageError)
     assert "Traceback" not in capsys.readouterr().out
 
@@ -329,7 +331,8 @@ def test_versions_labels_signatures_and_named_inputs(ns, multi_named):
     named = ns.run_cell_magic("predict", "Multi --version 1", '{"a": a, "b": b}')
     assert named.predictions["sum"].tolist() == [13.0, 27.0] and named.kind is None
     assert set(repr(named).splitlines()[1].split()) == {"#", "scaled", "sum"}
-    with pytest.raises(UsageError, match="expects inputs: a float32\\[-1,2\\], b int64\\[-1\\]"):
+    with pytest.raises(UsageError, match=r"missing column 'b': the signature's inputs are "
+                       r"a float32\[-1,2\], b int64\[-1\]"):
         ns.run_cell_magic("predict", "Multi", '{"a": a}')
     with pytest.raises(UsageError, match="version_labels"):
         ns.run_cell_magic("predict", "Multi --signature scale --label nope", body)
