@@ -17,7 +17,8 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = [
-    "prepare_inputs", "signature_inputs", "describe_inputs", "count", "take", "describe_instance",
+    "prepare_inputs", "signature_inputs", "describe_inputs", "is_named", "count", "take",
+    "describe_instance",
 ]
 
 # TensorFlow dtype enum names (raw metadata JSON) -> numpy names; "string" has no numpy twin.
@@ -82,6 +83,12 @@ def prepare_inputs(x, metadata=None, signature_name: str | None = None):
                          "dict of arrays, a DataFrame or a list of dicts with those names")
     name, (dtype, shape) = next(iter(specs.items()))
     return _column(name, x, dtype, shape)
+
+
+def is_named(x) -> bool:
+    """Named inputs: a DataFrame, a dict of arrays or a list of dicts."""
+    return _is_frame(x) or isinstance(x, Mapping) or (
+        isinstance(x, (list, tuple)) and bool(x) and all(isinstance(r, Mapping) for r in x))
 
 
 def _is_frame(x) -> bool:
