@@ -118,6 +118,34 @@ def test_view_integer_class_outputs_and_binary_sigmoid():
     assert PredictionResult(Prediction(sigmoid, latency_s=0.0)).kind is None
 
 
+def test_view_summary_fits_each_kind():
+    p = np.array([[0.55], [0.2], [0.9], [0.65]], dtype=np.float32)
+    binary = PredictionResult(Prediction(p, latency_s=0.0), labels=[1, 0, 1, 0],
+                              class_names=["neg", "pos"], threshold=0.6)
+    assert binary.predicted_classes.tolist() == ["neg", "neg", "pos", "pos"]  # at 0.6
+    assert binary.probabilities.tolist() == pytest.approx([0.45, 0.8, 0.9, 0.65])
+    assert binary.accuracy == 0.5 and binary.mismatches == [0, 3]
+    text = repr(binary)
+    assert "read as binary: one number per instance within 0..1" in text
+    assert "at threshold 0.6 | positive pos: precision 0.500, recall 0.500" in text
+    assert text.splitlines()[3].split()[-2:] == ["pos", "MISMATCH"]  # true class by name
+    assert binary.metrics(threshold=0.5).precision_at == pytest.approx(2 / 3)
+    scores = np.array([[0.9, 0.1, 0.7], [0.2, 0.6, 0.1]], dtype=np.float32)
+    multi = PredictionResult(Prediction(scores, latency_s=0.0), labels=[[1, 0, 1], [0, 0, 0]],
+                             class_names=["x", "y", "z"])
+    assert multi.task == "multilabel" and multi.mismatches == [1]
+    rows = repr(multi).splitlines()
+    assert rows[1].split()[:3] == ["#", "predicted", "labels"] and "x, z" in rows[3]
+    assert "exact match 50.0%" in repr(multi)
+    values = PredictionResult(Prediction(np.array([1.0, 5.0]), latency_s=0.0),
+                              labels=[1.5, 2.0], inputs=["first", "second"])
+    assert values.evaluation.mae == pytest.approx(1.75)
+    assert "MAE 1.75, RMSE 2.151, R² -73 (n=2)" in repr(values) and "1  5          2     3        second" \
+        in repr(values)
+    with pytest.raises(ValueError, match="no labels"):
+        PredictionResult(Prediction(np.array([1.0]), latency_s=0.0)).metrics()
+
+
 def test_snippet_inline_quotes_and_kinds():
     url = "http://127.0.0.1:1/v1/models/M:predict"
     curl = request_snippet("curl", url, {"instances": [["it's"]]})

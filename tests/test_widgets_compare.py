@@ -136,6 +136,11 @@ def test_gallery_shows_the_disagreements(client, data, direct):
         for side, pred in (("A", direct[1][i]), ("B", direct[2][i])):
             color = "#1a7f37" if pred == y[i] else "#c62828"
             assert f'<span style="color:{color}">{side} {pred}</span>' in caption
+    page = widget.summary_html(rows=5)  # the static copy for saved notebooks
+    assert page.count("data:image/png;base64,") == 5 and "A is better" in page or \
+        "B is better" in page
+    assert f"disagreements</b> (first 5 of {len(disagree)})" in page
+    assert f"{widget.result.accuracy_a:.2%}" in page
     widget.select_disagreements("b_right")
     assert widget.gallery.items.tolist() == widget.result.b_right_a_wrong.tolist()
     widget.show_choice.value = "a_right"  # the dropdown does the same

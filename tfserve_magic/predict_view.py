@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +75,12 @@ class PredictionResult:
         self.n = _batch_size(self.predictions)
         # the one rule for outputs (tfserve_magic.outputs), as every widget reads them
         self.reading = read_outputs(self.predictions, labels, task=task, class_names=class_names)
+        self.threshold = float(threshold)
+        if self.reading.task == "binary" and self.reading.probabilities is not None:
+            positive = self.reading.probabilities[:, 1] >= self.threshold  # the class at T
+            self.reading = replace(self.reading, class_ids=positive.astype(np.int64))
         self.class_names = self.reading.class_names
         self.inputs = inputs
-        self.threshold = float(threshold)
         self._given_labels = labels
         self.labels = None if labels is None else labels_per_instance(
             labels, self.n, rows=not self.reading.is_classifier)
@@ -93,7 +97,8 @@ class PredictionResult:
                 self.kind = "probabilities" if self.reading.score_kind == "probabilities" \
                     else "scores"
                 self.top_classes, self.top_scores = top
-                self.probabilities = self.top_scores[:, 0]
+                ids = self.reading.class_ids  # the predicted class's (binary: at threshold)
+                self.probabilities = self.reading.scores[np.arange(len(ids)), ids]
 
         self.correct = self.accuracy = self.evaluation = None
         self.mismatches: list[int] = []
@@ -174,7 +179,7 @@ class PredictionResult:
             wrong = False
             if self.labels is not None:
                 wrong = not bool(self.correct[i])
-                row += [_label_text(self.labels[i]), "MISMATCH" if wrong else "ok"]
+                row += [self._truth_text(self.labels[i]), "MISMATCH" if wrong else "ok"]
             rows.append(row)
             flags.append(wrong)
         return headers, rows, flags
@@ -202,6 +207,14 @@ class PredictionResult:
             rows.append(row)
             flags.append(wrong)
         return headers, rows, flags
+
+    def _truth_text(self, label) -> str:
+        """A true class id by its name, when the classes have names and the label is an id."""
+        names = self.reading.class_names
+        if names is not None and np.asarray(label).dtype.kind in "iu" and not all(
+                n.lstrip("-").isdigit() for n in names) and 0 <= int(label) < len(names):
+            return names[int(label)]
+        return _label_text(label)
 
     def _class_text(self, k) -> str:
         names = self.reading.class_names

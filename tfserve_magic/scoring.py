@@ -55,10 +55,7 @@ class ClassifierMetrics:
         return f"accuracy {self.accuracy:.1%} ({self.n_correct}/{self.n})"
 
     def _table(self):
-        headers = ["class", "precision", "recall", "f1", "support"]
-        rows = [[name, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", int(s)] for name, p, r, f, s in
-                zip(self.class_names, self.precision, self.recall, self.f1, self.support)]
-        return headers, rows
+        return _score_table("class", self.class_names, self)
 
     def _lines(self) -> list[str]:
         return [self.summary()]
@@ -201,10 +198,7 @@ class MultilabelMetrics:
                 f"{self.micro_f1:.3f} at threshold {self.threshold:g} (n={self.n})")
 
     def _table(self):
-        headers = ["label", "precision", "recall", "f1", "support"]
-        rows = [[name, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", int(s)] for name, p, r, f, s in
-                zip(self.label_names, self.precision, self.recall, self.f1, self.support)]
-        return headers, rows
+        return _score_table("label", self.label_names, self)
 
     def __repr__(self) -> str:
         return "\n".join([self.summary(), text_table(*self._table())])
@@ -212,6 +206,14 @@ class MultilabelMetrics:
     def _repr_html_(self) -> str:
         return (f"<div class='tfserve-metrics'><div>{html.escape(self.summary())}</div>"
                 f"{html_table(*self._table())}</div>")
+
+
+def _score_table(what: str, names, scores):
+    """Headers and rows of precision, recall, F1 and support per class (or label)."""
+    headers = [what, "precision", "recall", "f1", "support"]
+    rows = [[name, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", int(s)] for name, p, r, f, s in
+            zip(names, scores.precision, scores.recall, scores.f1, scores.support)]
+    return headers, rows
 
 
 Metrics = ClassifierMetrics | RegressionMetrics | MultilabelMetrics
