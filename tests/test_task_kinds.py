@@ -345,6 +345,15 @@ def test_version_against_version_for_each_kind(shell, kinds):
         assert f1_b[k] == pytest.approx(2 * tp / (active[:, k].sum() + y[:, k].sum()))
     assert "F1 a" in multi.table.value and r.task == "multilabel"
 
+    # named inputs from a DataFrame, the same version on both sides: no disagreement
+    frame, y = kinds.data["TAB"]
+    with _client(kinds, "TAB") as client:
+        tab = VersionCompare(client, frame, y, a=1, b="latest", class_names=["p", "q", "r"])
+    assert tab.result.task == "multiclass" and tab.result.better is None
+    assert tab.result.accuracy_a == pytest.approx(
+        np.mean(kinds.expected["TAB", 1].argmax(1) == y))
+    assert len(tab.result.disagreements) == 0 and "they err alike" in tab.table.value
+
     # the magic: sentences straight from the namespace
     shell.user_ns.update(sentences=sentences, y_text=kinds.data["TEXT"][1])
     widget = shell.run_line_magic("tfserve", "compare TEXT sentences y_text --a 1 --b 2")
