@@ -118,6 +118,34 @@ def test_view_integer_class_outputs_and_binary_sigmoid():
     assert PredictionResult(Prediction(sigmoid, latency_s=0.0)).kind is None
 
 
+def test_view_summary_fits_each_kind():
+    p = np.array([[0.55], [0.2], [0.9], [0.65]], dtype=np.float32)
+    binary = PredictionResult(Prediction(p, latency_s=0.0), labels=[1, 0, 1, 0],
+                              class_names=["neg", "pos"], threshold=0.6)
+    assert binary.predicted_classes.tolist() == ["neg", "neg", "pos", "pos"]  # at 0.6
+    assert binary.probabilities.tolist() == pytest.approx([0.45, 0.8, 0.9, 0.65])
+    assert binary.accuracy == 0.5 and binary.mismatches == [0, 3]
+    text = repr(binary)
+    assert "read as binary: one number per instance within 0..1" in text
+    assert "at threshold 0.6 | positive pos: precision 0.500, recall 0.500" in text
+    assert text.splitlines()[3].split()[-2:] == ["pos", "MISMATCH"]  # true class by name
+    assert binary.metrics(threshold=0.5).precision_at == pytest.approx(2 / 3)
+    scores = np.array([[0.9, 0.1, 0.7], [0.2, 0.6, 0.1]], dtype=np.float32)
+    multi = PredictionResult(Prediction(scores, latency_s=0.0), labels=[[1, 0, 1], [0, 0, 0]],
+                             class_names=["x", "y", "z"])
+    assert multi.task == "multilabel" and multi.mismatches == [1]
+    rows = repr(multi).splitlines()
+    assert rows[1].split()[:3] == ["#", "predicted", "labels"] and "x, z" in rows[3]
+    assert "exact match 50.0%" in repr(multi)
+    values = PredictionResult(Prediction(np.array([1.0, 5.0]), latency_s=0.0),
+                              labels=[1.5, 2.0], inputs=["first", "second"])
+    assert values.evaluation.mae == pytest.approx(1.75)
+    assert "MAE 1.75, RMSE 2.151, R² -73 (n=2)" in repr(values) and "1  5          2     3        second" \
+        in repr(values)
+    with pytest.raises(ValueError, match="no labels"):
+        PredictionResult(Prediction(np.array([1.0]), latency_s=0.0)).metrics()
+
+
 def test_snippet_inline_quotes_and_kinds():
     url = "http://127.0.0.1:1/v1/models/M:predict"
     curl = request_snippet("curl", url, {"instances": [["it's"]]})
@@ -298,8 +326,10 @@ def test_chunk_size_and_timeout_come_from_the_config(ns, digits):
 
 
 def test_server_errors_are_usage_errors_with_hints(ns, digits, capsys):
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(UsageError, match="input 'inputs' takes float32 numbers, got strings"):
         ns.run_line_magic("predict", 'Digits [[["a"]]]')
+    with pytest.raises(UsageError) as info:
+        ns.run_line_magic("predict", "Digits [[1.0, 2.0]]")
     message = str(info.value)
     assert message.startswith("HTTP 400 from http://127.0.0.1:")
     assert "expects inputs: inputs float32[-1,28,28,1]" in message
@@ -312,7 +342,7 @@ def test_server_errors_are_usage_errors_with_hints(ns, digits, capsys):
     with pytest.raises(UsageError, match="3 labels for 12 predictions"):
         ns.run_cell_magic("predict", "Digits --labels y[:3]", "x")
     capsys.readouterr()
-    cell = ns.run_cell('%predict Digits [[["a"]]]')
+    cell = ns.run_cell("%predict Digits [[1.0, 2.0]]")
     assert isinstance(cell.error_in_exec, UsageError)
     assert "Traceback" not in capsys.readouterr().out
 
@@ -329,7 +359,8 @@ def test_versions_labels_signatures_and_named_inputs(ns, multi_named):
     named = ns.run_cell_magic("predict", "Multi --version 1", '{"a": a, "b": b}')
     assert named.predictions["sum"].tolist() == [13.0, 27.0] and named.kind is None
     assert set(repr(named).splitlines()[1].split()) == {"#", "scaled", "sum"}
-    with pytest.raises(UsageError, match="expects inputs: a float32\\[-1,2\\], b int64\\[-1\\]"):
+    with pytest.raises(UsageError, match=r"missing column 'b': the signature's inputs are "
+                       r"a float32\[-1,2\], b int64\[-1\]"):
         ns.run_cell_magic("predict", "Multi", '{"a": a}')
     with pytest.raises(UsageError, match="version_labels"):
         ns.run_cell_magic("predict", "Multi --signature scale --label nope", body)

@@ -72,21 +72,34 @@ def data(mnist):
 
 
 @pytest.fixture(scope="module")
-def direct(client, data):
-    """Each version's predicted classes, asked for directly."""
-    return {v: np.asarray(client.predict(instances=data[0], version=v)).argmax(axis=1)
-            for v in (1, 2)}
+def probabilities(client, data):
+    """Each version's probabilities, asked for directly."""
+    return {v: np.asarray(client.predict(instances=data[0], version=v)) for v in (1, 2)}
+
+
+@pytest.fixture(scope="module")
+def direct(probabilities):
+    """Each version's predicted classes."""
+    return {v: p.argmax(axis=1) for v, p in probabilities.items()}
 
 
 def _check_numbers(widget, y, pred_a, pred_b):
     r = widget.result
-    assert r.n == N
+    assert r.n == N and r.task == "multiclass"
     assert r.accuracy_a == pytest.approx(np.mean(pred_a == y))
     assert r.accuracy_b == pytest.approx(np.mean(pred_b == y))
     assert r.agreement == pytest.approx(np.mean(pred_a == pred_b))
-    assert r.disagreements.tolist() == np.flatnonzero(pred_a != pred_b).tolist()
-    assert r.a_right_b_wrong.tolist() == np.flatnonzero((pred_a == y) & (pred_b != y)).tolist()
-    assert r.b_right_a_wrong.tolist() == np.flatnonzero((pred_b == y) & (pred_a != y)).tolist()
+    # the disagreements, those where the probabilities differ most first
+    assert sorted(r.disagreements.tolist()) == np.flatnonzero(pred_a != pred_b).tolist()
+    pa, pb = widget.reading_a.probabilities, widget.reading_b.probabilities
+    gap = 0.5 * np.abs(pa - pb).sum(axis=1)[r.disagreements]
+    assert np.all(np.diff(gap) <= 1e-6)
+    assert sorted(r.a_right_b_wrong.tolist()) == np.flatnonzero(
+        (pred_a == y) & (pred_b != y)).tolist()
+    assert sorted(r.b_right_a_wrong.tolist()) == np.flatnonzero(
+        (pred_b == y) & (pred_a != y)).tolist()
+    assert r.error_a == pytest.approx(1 - np.mean(pred_a == y))
+    assert r.better == ("A" if np.mean(pred_a == y) > np.mean(pred_b == y) else "B")
     assert r.latency_a_s > 0 and r.latency_b_s > 0
 
 
@@ -123,6 +136,11 @@ def test_gallery_shows_the_disagreements(client, data, direct):
         for side, pred in (("A", direct[1][i]), ("B", direct[2][i])):
             color = "#1a7f37" if pred == y[i] else "#c62828"
             assert f'<span style="color:{color}">{side} {pred}</span>' in caption
+    page = widget.summary_html(rows=5)  # the static copy for saved notebooks
+    assert page.count("data:image/png;base64,") == 5 and "A is better" in page or \
+        "B is better" in page
+    assert f"disagreements</b> (first 5 of {len(disagree)})" in page
+    assert f"{widget.result.accuracy_a:.2%}" in page
     widget.select_disagreements("b_right")
     assert widget.gallery.items.tolist() == widget.result.b_right_a_wrong.tolist()
     widget.show_choice.value = "a_right"  # the dropdown does the same

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 __all__ = [
     "TASKS", "Reading", "read_outputs", "require_classifier", "class_labels",
-    "labels_per_instance", "is_probabilities", "softmax", "as_probabilities",
+    "labels_per_instance", "is_probabilities", "softmax", "as_probabilities", "class_ids_of",
 ]
 
 TASKS = ("multiclass", "binary", "multilabel", "regression")
@@ -128,18 +128,28 @@ class Reading:
 
 # ---------------------------------------------------------------------------------- the rule
 def read_outputs(outputs, labels=None, *, task: str | None = None,
-                 output: str | None = None) -> Reading:
+                 output: str | None = None, class_names=None) -> Reading:
     """Read ``outputs`` (an array, a dict name -> array, or a client ``Prediction``).
 
     ``labels``: the true labels, when known; only their kind is read (binary ids, one-hot,
-    multi-hot, numbers), so their count need not match. ``task``: one of ``TASKS`` to override
-    the inference (ValueError when the outputs cannot be read so). ``output``: the named output
-    to read (default: the one that looks like a prediction).
+    multi-hot, numbers, or names of ``class_names``), so their count need not match. ``task``:
+    one of ``TASKS`` to override the inference (ValueError when the outputs cannot be read so).
+    ``output``: the named output to read (default: the one that looks like a prediction).
+    ``class_names``: names of the classes (of the labels, for multi-label models), in the order
+    of the score columns / class ids; ValueError when their count does not fit the outputs.
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    names = _names(class_names)
+    reading = _read(outputs, labels, task, output, names)
+    return reading if names is None else _named(reading, names)
+
+
+def _read(outputs, labels, task, output, names) -> Reading:
     if not isinstance(outputs, np.ndarray) and hasattr(outputs, "latency_s"):
         outputs = getattr(outputs, "outputs", outputs)  # a client Prediction
+    if names is not None and labels is not None and np.asarray(labels).dtype.kind in "USO":
+        labels = _ids_of_names(labels, names)  # read their kind as the ids they stand for
     label_kind = _label_kind(labels)
     if isinstance(outputs, Mapping):
         named = {str(k): outputs[k] for k in outputs}
@@ -160,6 +170,64 @@ def read_outputs(outputs, labels=None, *, task: str | None = None,
                                  "shaped like a prediction: shown as values")
         return _read_array(np.asarray(named[chosen]), label_kind, task, chosen)
     return _read_array(np.asarray(outputs), label_kind, task, None)
+
+
+def _names(class_names) -> tuple[str, ...] | None:
+    if class_names is None:
+        return None
+    if isinstance(class_names, str):
+        raise ValueError(f"class_names must be a list of names, not the string {class_names!r}")
+    names = tuple(_text(n) for n in np.asarray(class_names, dtype=object).reshape(-1))
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names repeat a name: {list(names)}")
+    return names
+
+
+def _ids_of_names(labels, names: tuple[str, ...]) -> np.ndarray:
+    """Class names as the class ids they stand for (ValueError naming an unknown one)."""
+    index = {n: i for i, n in enumerate(names)}
+    texts = [_text(v) for v in np.asarray(labels, dtype=object).reshape(-1)]
+    unknown = sorted({t for t in texts if t not in index})
+    if unknown:
+        raise ValueError(f"labels {', '.join(map(repr, unknown[:5]))} are not among the class "
+                         f"names {', '.join(names)}")
+    return np.asarray([index[t] for t in texts], dtype=np.int64)
+
+
+def _named(reading: Reading, names: tuple[str, ...]) -> Reading:
+    """The reading with ``names`` for its classes (or labels), checked against the outputs."""
+    if reading.task in (None, "regression"):
+        return reading
+    if reading.scores is not None:
+        count = int(reading.scores.shape[1])
+        if len(names) != count:
+            raise ValueError(f"{len(names)} class names for {count} "
+                             f"{'labels' if reading.task == 'multilabel' else 'classes'} in "
+                             f"the outputs ({reading.reason})")
+    elif len(reading.class_ids) and int(reading.class_ids.max()) >= len(names):
+        raise ValueError(f"{len(names)} class names, but the model predicts class id "
+                         f"{int(reading.class_ids.max())}")
+    return replace(reading, class_names=names)
+
+
+def class_ids_of(reading: Reading, labels) -> np.ndarray:
+    """True labels as class ids in the reading's column order: ids, one-hot rows, or names
+    (of ``reading.class_names``; classify answers' numeric names map to their ids)."""
+    truth = np.asarray(labels)
+    if truth.ndim == 2 and truth.shape[1] > 1:
+        truth = truth.argmax(axis=1)
+    truth = truth.reshape(-1)
+    names = reading.class_names
+    if truth.dtype.kind in "USO":
+        if names is None:
+            raise ValueError("the labels are names but the model's classes have none: pass "
+                             "class_names= (or --class-names) in the order of its outputs")
+        return _ids_of_names(truth, names)
+    ids = class_labels(truth)
+    if names is not None and all(n.lstrip("-").isdigit() for n in names):
+        column = {int(n): j for j, n in enumerate(names)}  # numeric names: the labels' values
+        return np.asarray([column.get(int(v), -1) for v in ids], dtype=np.int64)
+    return ids
 
 
 def require_classifier(reading: Reading, what: str = "these widgets") -> Reading:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import shlex
 
+import numpy as np
 from IPython.core.error import UsageError
 
 from tfserve_magic.magic_args import MagicArgumentParser
+from tfserve_magic.outputs import TASKS
 from tfserve_magic.predict_view import SNIPPET_KINDS
 
 __all__ = ["run_predict_magic", "split_line", "build_parser"]
 
-VALUE_FLAGS = ("--signature", "--version", "--label", "--labels", "--top", "-o", "--show")
+VALUE_FLAGS = ("--signature", "--version", "--label", "--labels", "--top", "-o", "--show",
+               "--task", "--class-names", "--threshold")
 BOOL_FLAGS = ("--columnar", "--grpc", "-h", "--help")
 _BODY_KEYS = {"instances", "inputs", "signature_name"}
 
@@ -35,6 +38,12 @@ def build_parser() -> MagicArgumentParser:
     which.add_argument("--label", metavar="L", help="version label (from the model config)")
     p.add_argument("--columnar", action="store_true", help="send 'inputs' instead of 'instances'")
     p.add_argument("--labels", metavar="EXPR", help="true labels to compare with")
+    p.add_argument("--task", choices=TASKS,
+                   help="how to read the outputs (default: inferred, and the reason shown)")
+    p.add_argument("--class-names", dest="class_names", metavar="A,B,C",
+                   help="names of the classes (or labels), comma-separated or a list variable")
+    p.add_argument("--threshold", type=float, metavar="T",
+                   help="probability threshold of binary and multi-label models (default 0.5)")
     p.add_argument("--top", type=int, metavar="K", help="classes shown per instance")
     p.add_argument("-o", dest="output", metavar="VAR", help="store the result in VAR")
     p.add_argument("--grpc", action="store_true",
@@ -151,12 +160,15 @@ def run_predict_magic(magics, line: str, cell: str | None):
         raise UsageError("--top K needs K >= 1")
     if args.output is not None and not args.output.isidentifier():
         raise UsageError(f"-o needs a variable name, got {args.output!r}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold needs a probability within 0..1, got {args.threshold}")
+    class_names = _class_names(magics, args.class_names) if args.class_names else None
 
     from tfserve_magic.client import ServingError
 
     labels = magics._value(args.labels, "labels") if args.labels else None
     client = _client(magics, args.name, "grpc" if args.grpc else "rest")
-    send, snippet_body = _request(magics, args, source)
+    send, snippet_body, inputs = _request(magics, client, args, source)
     if (args.grpc or args.show == "grpc") and isinstance(snippet_body, bytes):
         raise UsageError(
             "a literal JSON body is REST only: for --grpc or --show grpc write the request as a "
@@ -183,9 +195,16 @@ def run_predict_magic(magics, line: str, cell: str | None):
             top_k=args.top if args.top is not None else magics.top_k,
             max_rows=magics.max_rows,
             name=client.model_name,
+            task=args.task,
+            class_names=class_names,
+            inputs=inputs,
+            threshold=0.5 if args.threshold is None else args.threshold,
         )
     except ValueError as exc:
-        raise UsageError(f"--labels {args.labels}: {exc}") from None
+        given = [f"--{k.replace('_', '-')} {v}" for k, v in
+                 (("labels", args.labels), ("task", args.task), ("class_names", args.class_names))
+                 if v is not None]
+        raise UsageError(f"{', '.join(given) or '%predict'}: {exc}") from None
     if args.output:
         magics.shell.user_ns[args.output] = result
     return result
@@ -214,8 +233,54 @@ def _client(magics, name: str, protocol: str = "rest"):
     return fresh
 
 
-def _request(magics, args, source: str):
-    """(function client -> Prediction, the body to show) for the cell or expression."""
+def _class_names(magics, text: str) -> list[str]:
+    """``--class-names``: ``a,b,c``, or a variable / expression holding a list of names."""
+    text = text.strip()
+    if text in magics.shell.user_ns or text[:1] in "[(":
+        value = magics._value(text, "class names")
+        if isinstance(value, str) or not hasattr(value, "__len__"):
+            raise UsageError(f"--class-names {text}: needs a list of names, got "
+                             f"{type(value).__name__}")
+        return [str(v) for v in value]
+    if "," not in text and text.isidentifier():
+        raise UsageError(f"--class-names {text}: no variable named {text!r}; write the names "
+                         "as a,b,c or name a list variable")
+    return [name.strip() for name in text.split(",")]
+
+
+def _metadata(client, args, signature):
+    """The model's metadata for shaping named inputs and strings; None when it cannot be read
+    (the request itself then fails with the server's own message)."""
+    from tfserve_magic.client import ServingError
+
+    try:
+        return client.metadata(args.version, args.label)
+    except (ServingError, AttributeError, ValueError, TypeError, OSError):
+        return None
+
+
+def _needs_metadata(value) -> bool:
+    """Inputs whose form depends on the signature (named, strings, a DataFrame)."""
+    if isinstance(value, (dict, list, tuple)) or type(value).__name__ == "DataFrame":
+        return True
+    return isinstance(value, np.ndarray) and value.dtype.kind in "USO"
+
+
+def _prepared(client, args, value, signature):
+    from tfserve_magic.inputs import prepare_inputs
+
+    if not _needs_metadata(value):
+        return value
+    metadata = _metadata(client, args, signature)
+    try:
+        return prepare_inputs(value, metadata, signature)
+    except ValueError as exc:
+        raise UsageError(f"%predict: {exc}") from None
+
+
+def _request(magics, client, args, source: str):
+    """(function client -> Prediction, the body to show, the inputs as given or None) for the
+    cell or expression."""
     from tfserve_magic.client import Client
 
     stripped = source.strip()
@@ -232,6 +297,7 @@ def _request(magics, args, source: str):
             return (
                 lambda c: c.predict_json(data, version=args.version, label=args.label),
                 data,
+                None,
             )
     try:
         value = magics.shell.ev(stripped)
@@ -257,6 +323,8 @@ def _request(magics, args, source: str):
         data = value["inputs"] if columnar else value["instances"]
     else:
         columnar, data = args.columnar, value
+    given = data
+    data = _prepared(client, args, data, signature)
     kwargs = {"inputs": data} if columnar else {"instances": data}
     try:
         body = Client.build_predict_body(**kwargs, signature_name=signature)
@@ -267,6 +335,7 @@ def _request(magics, args, source: str):
             **kwargs, signature_name=signature, version=args.version, label=args.label
         ),
         body,
+        given,
     )
 
 

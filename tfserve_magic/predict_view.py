@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,12 @@ class PredictionResult:
       ``task`` its task; ``task=`` overrides the inference
     - ``predicted_classes`` (ids, or names from a classify answer), ``probabilities`` (of the
       predicted class), ``top_classes``, ``top_scores``: for classifiers, else None
-    - ``labels``, ``correct`` (bool per instance), ``accuracy`` (0..1), ``mismatches`` (indices)
+    - ``labels``, ``correct`` (bool per instance; multi-label: every label right),
+      ``accuracy`` (0..1, classifiers), ``mismatches`` (indices)
+    - ``evaluation``: the numbers that fit the task (``tfserve_magic.scoring``) when labels are
+      given, else None; ``metrics(labels, threshold)`` computes them again
+    - ``class_names``: names of the classes (``class_names=``), ``inputs``: what was sent, as
+      given (shown beside a regression's worst rows), ``threshold`` (binary, multi-label)
     - ``latency_s``, ``n_requests``, ``request_body`` (dict or the exact bytes sent), ``url``
     """
 
@@ -53,6 +59,9 @@ class PredictionResult:
         max_rows: int = 20,
         name: str | None = None,
         task: str | None = None,
+        class_names=None,
+        inputs=None,
+        threshold: float = 0.5,
     ):
         self.prediction = prediction
         self.predictions = prediction.outputs
@@ -65,7 +74,14 @@ class PredictionResult:
         self.max_rows = max(1, int(max_rows))
         self.n = _batch_size(self.predictions)
         # the one rule for outputs (tfserve_magic.outputs), as every widget reads them
-        self.reading = read_outputs(self.predictions, labels, task=task)
+        self.reading = read_outputs(self.predictions, labels, task=task, class_names=class_names)
+        self.threshold = float(threshold)
+        if self.reading.task == "binary" and self.reading.probabilities is not None:
+            positive = self.reading.probabilities[:, 1] >= self.threshold  # the class at T
+            self.reading = replace(self.reading, class_ids=positive.astype(np.int64))
+        self.class_names = self.reading.class_names
+        self.inputs = inputs
+        self._given_labels = labels
         self.labels = None if labels is None else labels_per_instance(
             labels, self.n, rows=not self.reading.is_classifier)
         self.task = self.reading.task
@@ -81,14 +97,30 @@ class PredictionResult:
                 self.kind = "probabilities" if self.reading.score_kind == "probabilities" \
                     else "scores"
                 self.top_classes, self.top_scores = top
-                self.probabilities = self.top_scores[:, 0]
+                ids = self.reading.class_ids  # the predicted class's (binary: at threshold)
+                self.probabilities = self.reading.scores[np.arange(len(ids)), ids]
 
-        self.correct = self.accuracy = None
+        self.correct = self.accuracy = self.evaluation = None
         self.mismatches: list[int] = []
-        if labels is not None and self.predicted_classes is not None:
+        if labels is not None and self.task is not None:
+            self.evaluation = self.metrics()
             self.correct = self.reading.correct(labels)
-            self.accuracy = float(self.correct.mean()) if self.n else None
+        if self.correct is not None:
+            if self.predicted_classes is not None:
+                self.accuracy = float(self.correct.mean()) if self.n else None
             self.mismatches = [int(i) for i in np.flatnonzero(~self.correct)]
+
+    def metrics(self, labels=None, threshold: float | None = None):
+        """The numbers that fit the task (``tfserve_magic.scoring.metrics``) against
+        ``labels`` (default: the labels given), at ``threshold`` (default: the one given)."""
+        from tfserve_magic.scoring import metrics
+
+        labels = self._given_labels if labels is None else labels
+        if labels is None:
+            raise ValueError("no labels: pass metrics(labels) or %%predict --labels Y")
+        return metrics(self.reading, labels,
+                       threshold=self.threshold if threshold is None else threshold,
+                       inputs=self.inputs)
 
     # -- summary
     def summary(self) -> str:
@@ -105,6 +137,13 @@ class PredictionResult:
     def _rows(self):
         """Headers, rows and per-row mismatch flags for the shown instances."""
         shown = range(min(self.n, self.max_rows))
+        if self.task == "multilabel":
+            return self._label_rows(shown)
+        if self.task == "regression" and self.evaluation is not None:
+            e = self.evaluation
+            rows = [[i, _values(e.predicted[i]), _values(e.true[i]), f"{e.abs_error[i]:.4g}"]
+                    for i in shown]
+            return ["#", "predicted", "true", "|error|"], rows, [False] * len(rows)
         if self.predicted_classes is None:
             outputs = self.predictions if isinstance(self.predictions, dict) else None
             if outputs is None:
@@ -140,10 +179,42 @@ class PredictionResult:
             wrong = False
             if self.labels is not None:
                 wrong = not bool(self.correct[i])
-                row += [_label_text(self.labels[i]), "MISMATCH" if wrong else "ok"]
+                row += [self._truth_text(self.labels[i]), "MISMATCH" if wrong else "ok"]
             rows.append(row)
             flags.append(wrong)
         return headers, rows, flags
+
+    def _label_rows(self, shown):
+        """Multi-label rows: the active labels by name (and the true ones)."""
+        names = self.class_names or tuple(str(k) for k in range(self.reading.active.shape[1]))
+        probabilities = self.reading.probabilities
+
+        def listed(row):
+            return ", ".join(names[k] for k in np.flatnonzero(row)) or "(none)"
+
+        headers = ["#", "predicted labels", "scores"]
+        if self.labels is not None:
+            headers += ["true", ""]
+        rows, flags = [], []
+        for i in shown:
+            active = probabilities[i] >= self.threshold
+            row = [i, listed(active), " ".join(f"{p:.2f}" for p in probabilities[i])]
+            wrong = False
+            if self.labels is not None:
+                wrong = not bool(self.correct[i])
+                row += [listed(np.asarray(self.labels[i]).astype(bool)),
+                        "MISMATCH" if wrong else "ok"]
+            rows.append(row)
+            flags.append(wrong)
+        return headers, rows, flags
+
+    def _truth_text(self, label) -> str:
+        """A true class id by its name, when the classes have names and the label is an id."""
+        names = self.reading.class_names
+        if names is not None and np.asarray(label).dtype.kind in "iu" and not all(
+                n.lstrip("-").isdigit() for n in names) and 0 <= int(label) < len(names):
+            return names[int(label)]
+        return _label_text(label)
 
     def _class_text(self, k) -> str:
         names = self.reading.class_names
@@ -158,21 +229,27 @@ class PredictionResult:
             listed = ", ".join(str(i) for i in hidden[:20])
             more = f" and {len(hidden) - 20} more" if len(hidden) > 20 else ""
             lines.append(f"mismatches further down: {listed}{more}")
-        if self.labels is not None and self.predicted_classes is None:
+        if self.labels is not None and self.task is None:
             lines.append(f"no classifier-shaped output ({self.reading.reason}): labels shown, "
                          "no accuracy")
+        elif self.task is not None:
+            lines.append(f"read as {self.task}: {self.reading.reason}")
         return lines
 
     def __repr__(self) -> str:
         headers, rows, _ = self._rows()
-        return "\n".join([self.summary(), text_table(headers, rows), *self._footer()])
+        parts = [self.summary(), text_table(headers, rows), *self._footer()]
+        if self.evaluation is not None:
+            parts += ["", repr(self.evaluation)]
+        return "\n".join(parts)
 
     def _repr_html_(self) -> str:
         headers, rows, flags = self._rows()
         styles = [_MISMATCH_STYLE if wrong else None for wrong in flags]
         table = html_table(headers, rows, row_styles=styles, caption=self.summary())
         footer = "".join(f"<div>{html.escape(line)}</div>" for line in self._footer())
-        return f"<div class='tfserve-predict'>{table}{footer}</div>"
+        scores = "" if self.evaluation is None else self.evaluation._repr_html_()
+        return f"<div class='tfserve-predict'>{table}{footer}{scores}</div>"
 
 
 def _batch_size(outputs) -> int:
@@ -185,6 +262,10 @@ def _batch_size(outputs) -> int:
 def _item(value, i: int):
     """Instance i of an output; a scalar (rank-0 columnar output) is its own only instance."""
     return value if np.ndim(value) == 0 else value[i]
+
+
+def _values(row) -> str:
+    return ", ".join(f"{v:.4g}" for v in np.asarray(row, dtype=np.float64).reshape(-1))
 
 
 def _label_text(value) -> str:
