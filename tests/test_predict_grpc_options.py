@@ -109,7 +109,7 @@ def test_show_grpc_and_what_cannot_be_shown(ns, both, capsys):
     plain = ns.run_cell_magic("predict", f"{target} --grpc --signature scale", "[1.0]")
     assert plain.predictions.tolist() == [2.0]
     # the gRPC request cannot name one array's input among two: a UsageError, not a traceback
-    with pytest.raises(UsageError, match="--show grpc: pass a dict of named inputs"):
+    with pytest.raises(UsageError, match=r"the signature takes named inputs a float32\[-1,2\], b int64\[-1\]"):
         ns.run_cell_magic("predict", "Multi --show grpc", "[[1.0, 2.0]]")
     with pytest.raises(UsageError, match="REST only"):
         ns.run_cell_magic("predict", "Multi --grpc --show curl", '{"instances": [1.0]}')

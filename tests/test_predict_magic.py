@@ -7,19 +7,18 @@ Node.js snippets as subprocesses to prove they work.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from IPython.core.error import UsageError
 
-from tfserve_magic.client import Prediction, decode_json
+from tests.helpers.snippets import response_of, run_snippet
+from tfserve_magic.client import Prediction
 from tfserve_magic.predict_magic import split_line
 from tfserve_magic.predict_view import PredictionResult, request_snippet
 
@@ -240,7 +239,7 @@ def digits(mlp_export):
 def multi_named(tmp_path_factory):
     """The Multi model (versions 1, 2; labels stable, canary) on a server named "Several"."""
     import tfserve_magic as tfm
-    from tests.test_client import CONFIG, build_multi_model
+    from tests.helpers.multi_model import CONFIG, build_multi_model
 
     folder = tmp_path_factory.mktemp("multi-magic")
     base = build_multi_model(folder / "Multi")
@@ -366,26 +365,6 @@ def test_versions_labels_signatures_and_named_inputs(ns, multi_named):
         ns.run_cell_magic("predict", "Multi --signature scale --label nope", body)
 
 
-def _run_snippet(kind: str, code: str) -> str:
-    command = {
-        "curl": ["bash", "-c", code],
-        "python": [sys.executable, "-c", code],
-        "node": ["node", "-e", code],
-    }[kind]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
-def _response_of(kind: str, output: str):
-    """The response JSON a snippet printed (curl: the body; python/node: 'status body')."""
-    if kind == "curl":
-        return decode_json(output.encode())
-    status, _, rest = output.partition(" ")
-    assert status == "200", output
-    return ast.literal_eval(rest) if kind == "python" else decode_json(rest.encode())
-
-
 @pytest.mark.parametrize("kind", ["curl", "python", "node"])
 def test_printed_snippets_work(kind, ns, digits, multi_named, capsys):
     if shutil.which({"curl": "curl", "python": sys.executable, "node": "node"}[kind]) is None:
@@ -397,7 +376,7 @@ def test_printed_snippets_work(kind, ns, digits, multi_named, capsys):
     code = capsys.readouterr().out
     assert "/v1/models/Multi/labels/canary:predict" in code and "abridged" not in code
     assert '"signature_name":"scale"' in code.replace("\\", "")
-    assert _response_of(kind, _run_snippet(kind, code)) == {"predictions": [3.0, -4.0]}
+    assert response_of(kind, run_snippet(kind, code)) == {"predictions": [3.0, -4.0]}
     assert small.predictions.tolist() == [3.0, -4.0]
     # large: the whole batch (sent in chunks) in a file, an abridged preview inline
     _magics(ns).chunk_size = 2
@@ -406,7 +385,7 @@ def test_printed_snippets_work(kind, ns, digits, multi_named, capsys):
     assert large.n_requests == 2 and "abridged" in code and len(code) < 2000
     # the body file lives in the tests' per-user state folder, not in the real temp folder
     assert os.path.join(os.environ["TFSERVE_MAGIC_HOME"], "requests") in code
-    response = _response_of(kind, _run_snippet(kind, code))
+    response = response_of(kind, run_snippet(kind, code))
     np.testing.assert_allclose(response["predictions"], large.predictions, rtol=1e-6)
 
 
@@ -415,7 +394,7 @@ def test_json_body_snippet_is_the_typed_body(ns, multi_named, capsys):
     result = ns.run_cell_magic("predict", "Multi --version 2 --show curl", body)
     code = capsys.readouterr().out
     assert f"--data-binary '{body}'" in code and "/versions/2:predict" in code
-    response = _response_of("curl", _run_snippet("curl", code))
+    response = response_of("curl", run_snippet("curl", code))
     assert response["outputs"][0] == 2.0 and np.isnan(response["outputs"][1])
     assert result.predictions[0] == 2.0 and np.isnan(result.predictions[1])
 

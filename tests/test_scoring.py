@@ -185,3 +185,19 @@ def test_compare_readings_for_each_kind():
     counts = ((sa >= 0.5) != (sb >= 0.5)).sum(axis=1)[m.disagreements]
     assert np.all(np.diff(counts) <= 0)  # most labels apart first
     assert m.error_b == pytest.approx(1 - m.metrics_b.macro_f1)
+
+
+def test_a_client_prediction_has_the_same_metrics_and_reading():
+    from tfserve_magic.results import Prediction
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=40).astype(np.float32)
+    labels = rng.integers(0, 4, size=40)
+    prediction = Prediction(probs, latency_s=0.01)
+    assert prediction.reading().task == "multiclass"
+    got = prediction.metrics(labels)
+    assert got.accuracy == pytest.approx(float(np.mean(probs.argmax(1) == labels)))
+    values = rng.normal(size=(30, 1)).astype(np.float32)
+    truth = rng.normal(size=30)
+    regression = Prediction(values, latency_s=0.01).metrics(truth, task="regression")
+    assert regression.mae == pytest.approx(float(np.mean(np.abs(values[:, 0] - truth))), rel=1e-5)

@@ -128,6 +128,21 @@ class Prediction(NDArrayOperatorsMixin):
             raise AttributeError(name)
         return getattr(self.__dict__["outputs"], name)
 
+    def reading(self, labels=None, *, task=None, class_names=None):
+        """How the outputs read (task, classes, scores): ``outputs.read_outputs``, the rule
+        ``%%predict`` and the widgets use."""
+        from tfserve_magic.outputs import read_outputs
+
+        return read_outputs(self.outputs, labels, task=task, class_names=class_names)
+
+    def metrics(self, labels, task=None, threshold: float = 0.5, **options):
+        """The numbers that fit the task against the true ``labels``: accuracy and the
+        per-class table, P/R/F1 at ``threshold`` for binary, MAE/RMSE/R² for regressions,
+        per-label scores for multi-label (``scoring.metrics``)."""
+        from tfserve_magic.scoring import metrics
+
+        return metrics(self, labels, task, threshold, **options)
+
     def __repr__(self) -> str:
         requests_text = f", {self.n_requests} requests" if self.n_requests > 1 else ""
         head = f"Prediction({self.latency_s * 1000:.1f} ms{requests_text})"
