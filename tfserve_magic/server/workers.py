@@ -245,8 +245,11 @@ class Parent:
                 del self.restart_at[index]
                 self.spawn(index)
                 self.starting.add(index)
+                pid = self.children[index].pid
+                self.workers[index] = WorkerInfo(index, pid, None)
                 log.info("Starting a replacement for worker %d (pid %d, restart %d)", index,
-                         self.children[index].pid, self.restarts[index])
+                         pid, self.restarts[index])
+                self._write_info()
         for index in list(self.starting):
             answer = self.ready(index)
             if answer is not None and answer.worker.pid == self.children[index].pid:
@@ -292,9 +295,10 @@ class Parent:
             log.warning("Could not record the worker restarts: %s", exc)
 
     def _write_info(self, starting: bool = False) -> bool:
-        """The info file with every worker as it is now: its pid, memory, restarts and
-        whether it serves ("ready") or is being replaced ("restarting"). False when it could
-        not be written (a failed start when ``starting``; later only a warning)."""
+        """The info file with every worker as it is now: its pid, memory, restarts and its
+        state: "ready" (serving), "restarting" (dead, waiting for the backoff) or "starting"
+        (the replacement loads). False when it could not be written (a failed start when
+        ``starting``; later only a warning)."""
         path = self.flags["info_file"]
         if not path or self.base_info is None:
             return True
@@ -303,8 +307,9 @@ class Parent:
         for entry in data["workers"]:
             index = entry["index"]
             entry["restarts"] = self.restarts.get(index, 0)
-            restarting = index in self.restart_at or index in self.starting
-            entry["state"] = "restarting" if restarting else "ready"
+            entry["state"] = ("restarting" if index in self.restart_at  # dead, pid is its last
+                              else "starting" if index in self.starting  # the replacement's pid
+                              else "ready")
         data["restarts"] = sum(self.restarts.values())
         try:
             write_json_atomic(path, data)
