@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.env import REPO, tf_env
+from bench.env import REPO
 from bench.model import MODEL_NAME, prepare_assets
+from bench.peers import RunningPeer, ours_key, start_peer, wait_ready
 
 KINDS = ("rest-1", "rest-100", "grpc-1", "grpc-100", "status")
 START_TIMEOUT_S = 180.0
@@ -68,50 +68,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-# ---- the server ----
+# ---- the server (bench/peers.py starts it as it does for `make bench`) ----
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen
-    info_path: Path
-    log_path: Path
-
-    def info(self) -> dict:
-        try:
-            return json.loads(self.info_path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+def read_info(peer: RunningPeer) -> dict:
+    """The server's info file as written now (the workers with their pids, states and
+    restarts), or {} while it is being replaced."""
+    try:
+        return json.loads(peer.info_file.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
-def start_server(base_path: Path, workdir: Path, workers: int) -> Server:
-    info_path, log_path = workdir / "info.json", workdir / "server.log"
-    command = [sys.executable, "-m", "tfserve_magic", "serve", f"--model_name={MODEL_NAME}",
-               f"--model_base_path={base_path}", "--host=127.0.0.1", "--rest_api_port=0",
-               "--port=0", f"--workers={workers}", "--file_system_poll_wait_seconds=1",
-               f"--info_file={info_path}"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=tf_env(), cwd=REPO)
-    server = Server(process, info_path, log_path)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and process.poll() is None:
-        if server.info().get("port"):
-            return server
-        time.sleep(0.1)
-    server.stop()
-    tail = log_path.read_text(errors="replace")[-3000:]
-    raise RuntimeError(f"the server did not start (exit {process.returncode}):\n{tail}")
+def start_server(assets, base_path: Path, workdir: Path, workers: int) -> RunningPeer:
+    peer = start_peer(ours_key(str(workers)), assets.versions["A"], base_path, workdir)
+    try:
+        wait_ready(peer, assets.body_bytes(1), timeout=START_TIMEOUT_S)
+    except BaseException:
+        peer.stop()
+        raise
+    return peer
 
 
 def server_events(log_path: Path) -> list[str]:
@@ -206,7 +182,7 @@ class Disturber:
     ``kill_every`` s (alternating workers), from the thread that calls ``tick``; the first of
     each comes sooner in a run shorter than three swaps or two kills."""
 
-    def __init__(self, server: Server, base_path: Path, versions: dict, args):
+    def __init__(self, server: RunningPeer, base_path: Path, versions: dict, args):
         self.server = server
         self.base_path = base_path
         self.versions = versions
@@ -242,7 +218,7 @@ class Disturber:
                 shutil.rmtree(old, ignore_errors=True)
 
     def _kill(self) -> None:
-        workers = [w for w in self.server.info().get("workers", [])
+        workers = [w for w in read_info(self.server).get("workers", [])
                    if w.get("state", "ready") == "ready"]
         if not workers:
             return
@@ -270,9 +246,10 @@ def process_sample(pid: int) -> tuple[int | None, int | None]:
     return rss, fds
 
 
-def sample_row(elapsed: float, server: Server, tally: Tally, disturber: Disturber) -> dict:
+def sample_row(elapsed: float, server: RunningPeer, tally: Tally, disturber: Disturber
+               ) -> dict:
     requests_, failures = tally.take()
-    info = server.info()
+    info = read_info(server)
     row = {"t_s": round(elapsed), "requests": requests_, "failures": failures,
            "version": disturber.version, "kills": len(disturber.kills),
            "restarts": info.get("restarts", 0),
@@ -319,11 +296,11 @@ def soak(args, log=print) -> int:
     shutil.copytree(assets.versions["A"], base_path / "1")
     log(f"Soak: {args.duration:.0f} s, {args.threads} client threads, {args.workers} workers, "
         f"a new version every {args.swap_every:.0f} s, a worker killed every "
-        f"{args.kill_every:.0f} s; server log {workdir / 'server.log'}")
-    server = start_server(base_path, workdir, args.workers)
+        f"{args.kill_every:.0f} s; the server's log in {workdir}")
+    server = start_server(assets, base_path, workdir, args.workers)
     tally, stop = Tally(), threading.Event()
     disturber = Disturber(server, base_path, assets.versions, args)
-    info = server.info()
+    info = read_info(server)
     threads = [threading.Thread(target=load_thread, name=f"soak-{i}", daemon=True,
                                 args=(i, info, inputs, expected, tally, stop))
                for i in range(args.threads)]
@@ -349,7 +326,8 @@ def soak(args, log=print) -> int:
         log(format_row(rows[-1]))
         alive = server.process.poll() is None
         answers = alive and still_answers(info, inputs[1])
-        code = server.stop()
+        server.stop(timeout=30)
+        code = server.process.returncode
     total = sum(tally.total_done.values())
     failed = sum(tally.total_failed.values())
     log(f"\n{total} requests, {failed} failed; {disturber.swaps} new versions, "

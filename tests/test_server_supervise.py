@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from tests.fixtures.server import server_env
+from tests.helpers.serving import wait_for
 from tests.test_server_workers import _alive, _metric, _monitoring, _ppid, _wait_gone
 from tfserve_magic import records
 from tfserve_magic.server import metrics, peers, sizing, workers
@@ -33,15 +34,10 @@ METRICS = "/monitoring/prometheus/metrics"
 WAIT_S = 120.0  # generous: the test machine may be busy; no timing is asserted
 
 
-def _wait_for(predicate, what: str, server=None, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    tail = server.log()[-3000:] if server is not None else ""
-    pytest.fail(f"{what} did not happen within {timeout:.0f} s\n{tail}")
+def _wait_for(condition, what: str, server=None):
+    if server is not None and not server.alive():
+        pytest.fail(f"the server exited before {what}:\n{server.log()[-3000:]}")
+    return wait_for(condition, what, timeout=WAIT_S)
 
 
 def _raw_info(path: Path) -> dict:
