@@ -93,7 +93,7 @@ def start_server(assets, base_path: Path, workdir: Path, workers: int) -> Runnin
 def server_events(log_path: Path) -> list[str]:
     """The server log's lines about workers dying, being replaced, and the server failing."""
     pattern = re.compile(r"Worker \d+ (\(pid \d+\) (was killed|exited)|replaced)|Starting a "
-                         r"replacement|Server failed|Server ready")
+                         r"replacement|Server failed|Server ready:")
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except OSError:
