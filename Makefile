@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: venv test lint fuzz demo bench binder-check clean
+.PHONY: venv test lint fuzz demo bench soak binder-check clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ demo: venv
 # Options: make bench BENCH_ARGS=--quick (see python -m bench.run --help). wrk is used if installed.
 bench: venv
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Mixed load on a 2-worker server with hot swaps and worker kills (bench/soak.py); prints
+# requests, failures, memory and open files per interval. SOAK_MINUTES (default 5).
+SOAK_MINUTES ?= 5
+soak: venv
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 # Slow (1-3 min): installs binder/requirements.txt into a fresh venv and runs the quickstart there.
 binder-check:

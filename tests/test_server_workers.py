@@ -1,7 +1,8 @@
 """``--workers``: real server subprocesses with two workers sharing one port.
 
 Both workers answer, status and metrics speak for the whole server, a hot swap under load fails
-nothing, and no worker outlives its parent however the parent ends.
+nothing, and no worker outlives its parent however the parent ends. A worker's death and its
+replacement: tests/test_server_supervise.py.
 """
 
 from __future__ import annotations
@@ -267,17 +268,6 @@ def test_parent_pid_gone_stops_the_parent_and_its_workers(serve, server_test_mod
 
 
 @needs_reuse_port
-def test_a_dead_worker_stops_the_server_loudly(serve, server_test_models):
-    server = serve(server_test_models["half"], "--workers=2", model_name="half")
-    victim, other = (w["pid"] for w in server.info["workers"])
-    os.kill(victim, signal.SIGKILL)
-    assert server.process.wait(30) == 1
-    assert _wait_gone([other]) == []
-    assert re.search(r"Worker \d exited with code -9; stopping the server", server.log())
-    assert not server.info_path.exists()
-
-
-@needs_reuse_port
 def test_a_worker_failing_to_load_fails_the_start(tmp_path):
     empty = tmp_path / "empty"
     (empty / "1").mkdir(parents=True)  # a version folder without a SavedModel
@@ -373,68 +363,6 @@ def test_worker_flags_replace_what_the_parent_owns():
     assert not any("parallelism" in a for a in args)  # TF's own defaults in every worker
     assert not any(a.startswith(("--info_file", "--parent_pid=7", "--workers=2")) for a in args)
     assert parse_flags(args)["rest_api_port"] == 8501  # the child parses what it is given
-
-
-# The parent alone: run_parent is handed how to bind and what to run (it never imports
-# server.main or TensorFlow); these workers are small processes that only say they are ready
-# through the same ready file a real worker writes.
-PARENT_SCRIPT = r"""
-import sys
-from tfserve_magic.server import process, workers
-from tfserve_magic.server.flags import parse_flags
-
-worker, argv = sys.argv[1], sys.argv[2:]
-code = workers.run_parent(
-    parse_flags(argv), argv,
-    bind=lambda: process.bind("127.0.0.1", 0, reuse_port=True, check_free=True),
-    worker_command=lambda port, grpc_port, count: [sys.executable, worker, str(port), str(count)],
-    grpc_port_given=False,
-)
-assert not any(m == "tensorflow" or m == "tfserve_magic.server.main" for m in sys.modules)
-sys.exit(code)
-"""
-WORKER_SCRIPT = r"""
-import os, sys, time
-from tfserve_magic.records import ServerInfo
-from tfserve_magic.server.peers import WorkerReady, worker_context
-
-context = worker_context()
-assert context.count == int(sys.argv[2])
-info = ServerInfo(pid=os.getpid(), host="127.0.0.1", port=int(sys.argv[1]), url="",
-                  models={"m": {"base_path": "/m", "versions": [context.index + 1]}})
-WorkerReady.measure(context, info).write(context.ready_path)
-time.sleep(600)
-"""
-
-
-@needs_reuse_port
-def test_the_parent_runs_what_it_is_handed_and_stops_on_a_dead_worker(tmp_path):
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER_SCRIPT)
-    info_path = tmp_path / "info.json"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT_SCRIPT, str(worker), "--model_base_path=/m",
-         "--workers=2", "--port=-1", f"--info_file={info_path}"],
-        env=server_env(), stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not info_path.exists() and parent.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        info = records.read_info(info_path)
-        assert info is not None, parent.stderr.read() if parent.poll() is not None else "late"
-        assert info.pid == parent.pid and info.url == f"http://127.0.0.1:{info.port}"
-        assert [w.index for w in info.workers] == [0, 1]
-        assert all(_ppid(w.pid) == parent.pid and w.rss_bytes > 0 for w in info.workers)
-        assert info.models == {"m": {"base_path": "/m", "versions": [1]}}  # the first worker's
-        os.kill(info.workers[1].pid, signal.SIGKILL)
-        assert parent.wait(30) == 1
-        assert _wait_gone([info.workers[0].pid]) == []
-        assert "Worker 1 exited with code -9; stopping the server" in parent.stderr.read()
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
 
 
 def test_a_worker_ready_file_is_checked(tmp_path):

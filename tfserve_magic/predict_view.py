@@ -22,6 +22,7 @@ import numpy as np
 from tfserve_magic._text import html_table, text_table
 from tfserve_magic.client import Prediction, decode_json, encode_json
 from tfserve_magic.outputs import labels_per_instance, read_outputs
+from tfserve_magic.proxy_url import curl_note
 
 __all__ = [
     "PredictionResult", "RequestSnippet", "request_snippet", "grpc_snippet", "SNIPPET_KINDS",
@@ -409,6 +410,7 @@ def _curl(url: str, text: str, path, preview, size) -> str:
     data = f"@{path}" if path is not None else text
     return (
         _comment_lines("#", preview, size, path)
+        + curl_note(url)  # the same request through Jupyter's proxy, on JupyterHub/Binder
         + f"curl -sS -X POST {_shell_quote(url)} \\\n"
         + "  -H 'Content-Type: application/json' \\\n"
         + f"  --data-binary {_shell_quote(data)}"

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -48,12 +49,46 @@ class _TFStyleFormatter(logging.Formatter):
         return text
 
 
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class _LogHandler(logging.StreamHandler):
+    """stderr (the server's log file) that remembers a failed write instead of printing a
+    traceback per line: a full disk must not bury the log under "--- Logging error ---"."""
+
+    error: OSError | None = None
+
+    def handleError(self, record):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            self.error = exc
+            return
+        super().handleError(record)
+
+
+def _setup_logging() -> _LogHandler:
+    handler = _LogHandler(sys.stderr)
     handler.setFormatter(_TFStyleFormatter())
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
+    return handler
+
+
+EXIT_LOG_UNWRITABLE = 74  # EX_IOERR: the log (stderr) cannot be written
+
+
+def _unwritable_info_file(path: str) -> str | None:
+    """Why ``--info_file`` cannot be written (checked before anything loads), else None."""
+    target = os.path.abspath(os.path.expanduser(path))
+    folder = os.path.dirname(target)
+    try:
+        if os.path.isdir(target):
+            return f"{target} is a folder"
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tfserve-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{exc.strerror or exc} ({exc.filename or folder})"
+    return None
 
 
 def _configure_tensorflow(flags: dict):
@@ -98,8 +133,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tfserve serve: {exc}\n(`python -m tfserve_magic serve --help` lists the flags)",
               file=sys.stderr)
         return 2
-    _setup_logging()
+    handler = _setup_logging()
+    worker = worker_context()
+    log.info("Starting the model server (pid %d%s)", os.getpid(),
+             f", worker {worker.index}" if worker is not None else "")
+    if handler.error is not None:  # said where it may still reach someone (stdout)
+        try:
+            print(f"tfserve serve: cannot write the log (stderr): {handler.error}", flush=True)
+        except OSError:
+            pass
+        return EXIT_LOG_UNWRITABLE
     info_file = flags["info_file"]
+    if info_file:
+        why = _unwritable_info_file(info_file)
+        if why is not None:
+            log.error("Failed to start server. Error: cannot write the --info_file %s: %s",
+                      info_file, why)
+            return 1
 
     def stop_during_startup(signum, frame):
         raise _Stopping()
@@ -236,7 +286,8 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
         started=time.time(),
     )
     try:
-        _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_handlers)
+        failed = _serve(flags, manager, metrics, monitoring, batching, sock, info,
+                        previous_handlers)
     except GrpcStartError as exc:
         log.error("Failed to start server. Error: %s", exc)
         return 1
@@ -244,11 +295,13 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
         manager.stop()
         sock.close()
     log.info("Server stopped")
-    return 0
+    return 1 if failed else 0
 
 
 def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo,
-           previous_handlers) -> None:
+           previous_handlers) -> bool:
+    """Serve until stopped; True when the start failed after the port opened (the info or
+    ready file could not be written)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import uvicorn
@@ -337,9 +390,12 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo
     channel = None
     if worker is not None:  # status and metrics speak for every worker (server/peers.py)
         channel = PeerChannel.open(worker, manager, metrics)
-        server.on_started = lambda: WorkerReady.measure(worker, info).write(worker.ready_path)
+        server.on_started = _announcer(
+            server, lambda: WorkerReady.measure(worker, info).write(worker.ready_path),
+            f"the worker's ready file {worker.ready_path}")
     elif flags["info_file"]:
-        server.on_started = functools.partial(info.write, flags["info_file"])
+        server.on_started = _announcer(server, functools.partial(info.write, flags["info_file"]),
+                                       f"the --info_file {flags['info_file']}")
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
     loop = new_loop()
@@ -355,6 +411,25 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo
         executor.shutdown(wait=False, cancel_futures=True)
         app.close()  # the decode processes
         loop.close()
+    return server.failed
+
+
+def _announcer(server, write, what: str):
+    """``write`` (the file that says the server is ready) for ``on_started``: when it cannot
+    be written, a one-line error and a stop instead of a traceback from inside uvicorn."""
+
+    def announce() -> bool:
+        try:
+            write()
+        except OSError as exc:
+            log.error("Failed to start server. Error: cannot write %s: %s", what,
+                      exc.strerror or exc)
+            server.failed = True
+            server.should_exit = True
+            return False
+        return True
+
+    return announce
 
 
 def _start_grpc(flags, manager, metrics, batcher, info: ServerInfo, worker=None):
@@ -396,6 +471,7 @@ class _Server(_ServerBase):
     """uvicorn's Server without re-raising the stop signal after shutdown (we exit cleanly)."""
 
     on_started = None
+    failed = False
 
     @contextmanager
     def capture_signals(self):
@@ -412,8 +488,7 @@ class _Server(_ServerBase):
 
     async def startup(self, sockets=None):
         await super().startup(sockets=sockets)
-        if self.started and self.on_started is not None:
-            self.on_started()
+        if self.started and self.on_started is not None and self.on_started():
             log.info("Server ready")
 
 

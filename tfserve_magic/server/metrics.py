@@ -3,6 +3,9 @@
 Names are TF monitoring paths with every non-``[A-Za-z0-9_]`` character replaced by ``:``
 (``/tensorflow/serving/request_count`` -> ``:tensorflow:serving:request_count``). One ``# TYPE``
 line per metric, no ``# HELP``, histogram buckets with ``le="+Inf"`` last.
+
+Ours, not TF Serving's (it has no workers): ``:tfserve_magic:worker_restarts``, how often a
+``--workers`` server replaced each worker that died (server/workers.py).
 """
 
 from __future__ import annotations
@@ -101,6 +104,17 @@ class Histogram(_Metric):
             lines.append(f"{self.name}_sum{self._label_text(labels)} {_format_number(row[-2])}")
             lines.append(f"{self.name}_count{self._label_text(labels)} {row[-1]}")
         return lines
+
+
+WORKER_RESTARTS = prometheus_name("/tfserve_magic/worker_restarts")
+
+
+def worker_restart_lines(restarts: dict[int, int]) -> list[str]:
+    """The ``:tfserve_magic:worker_restarts`` counter, one series per worker slot."""
+    lines = [f"# TYPE {WORKER_RESTARTS} counter"]
+    for index in sorted(restarts):
+        lines.append(f'{WORKER_RESTARTS}{{worker="{index}"}} {int(restarts[index])}')
+    return lines
 
 
 class ServerMetrics:

@@ -8,7 +8,10 @@ in that folder, which the parent waits for.
 Answers that describe the server as a whole are the same whichever worker answers: the worker
 that gets a status or Prometheus request asks the others over a Unix socket each worker opens in
 the private folder (the peer channel) and merges the answers. A version is AVAILABLE only when
-every worker serves it; counters and histograms are summed.
+every worker serves it; counters and histograms are summed. A worker that died is not asked
+(the parent removes its socket); its replacement opens the same path once it has loaded the
+models, and from then on counts again. The parent's restart counts (``supervisor_path``) are
+added to the metrics as ``:tfserve_magic:worker_restarts``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfserve_magic.records import RecordError, ServerInfo, WorkerInfo
+from tfserve_magic.server.metrics import worker_restart_lines
 from tfserve_magic.server.process import read_json, write_json_atomic
 from tfserve_magic.server.sizing import rss_bytes
 
@@ -45,7 +49,7 @@ class WorkerContext:
 
     @property
     def socket_path(self) -> Path:
-        return self.directory / f"w{self.index}.sock"
+        return socket_path(self.directory, self.index)
 
     @property
     def ready_path(self) -> Path:
@@ -74,6 +78,26 @@ def worker_context() -> WorkerContext | None:
 
 def ready_path(directory: Path, index: int) -> Path:
     return Path(directory) / f"w{index}.json"
+
+
+def socket_path(directory: Path, index: int) -> Path:
+    """Worker ``index``'s peer channel (a Unix socket)."""
+    return Path(directory) / f"w{index}.sock"
+
+
+def supervisor_path(directory: Path) -> Path:
+    """The parent's file for its workers: ``{"restarts": {index: count}}``."""
+    return Path(directory) / "supervisor.json"
+
+
+def worker_restarts(directory: Path) -> dict[int, int]:
+    """How often the parent replaced each worker (empty before it wrote any)."""
+    data = read_json(supervisor_path(directory)) or {}
+    restarts = data.get("restarts")
+    if not isinstance(restarts, dict):
+        return {}
+    return {int(k): int(v) for k, v in restarts.items() if str(k).isdigit()
+            and isinstance(v, int)}
 
 
 @dataclass(frozen=True)
@@ -214,7 +238,7 @@ class PeerChannel:
     def render(self) -> str:
         answers = [self.local_metrics()]
         answers += [a for a in self.ask_all({"op": "metrics"}) if "metrics" in a]
-        return render_merged(answers, type(self.metrics))
+        return render_merged(answers, type(self.metrics), worker_restarts(self.context.directory))
 
 
 def ask(path: Path, request: dict, timeout: float = PEER_TIMEOUT_S) -> dict:
@@ -284,8 +308,10 @@ def metrics_state(metrics) -> dict:
     return state
 
 
-def render_merged(answers: list[dict], metrics_class) -> str:
-    """The Prometheus text of the summed metrics, plus one memory and request line per worker."""
+def render_merged(answers: list[dict], metrics_class, restarts: dict[int, int] | None = None
+                  ) -> str:
+    """The Prometheus text of the summed metrics, plus one memory and request line per worker
+    and the parent's restart count per worker slot (``restarts``)."""
     total = metrics_class()
     by_name = {m.name: m for m in total._all}
     for answer in answers:
@@ -312,4 +338,6 @@ def render_merged(answers: list[dict], metrics_class) -> str:
         count = sum(v for _, v in a["metrics"].get(":tensorflow:serving:request_count", []))
         lines.append(f'tfserve_magic_worker_request_count{{worker="{a["index"]}",'
                      f'pid="{a["pid"]}"}} {int(count)}')
+    if restarts:
+        lines += worker_restart_lines(restarts)
     return text + "\n".join(lines) + "\n"
