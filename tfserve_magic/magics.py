@@ -244,9 +244,9 @@ class TFServeMagics(Magics, Configurable):
         pass
 
     def _cmd_list(self, args):
-        from tfserve_magic.manager import ServerTable, servers
+        from tfserve_magic.manager import servers
 
-        return ServerTable(servers())
+        return servers()  # a ServerTable, with the servers that stopped by themselves
 
     def _args_status(self, p: MagicArgumentParser) -> None:
         p.add_argument("name")

@@ -55,11 +55,15 @@ class WorkerInfo:
     index: int
     pid: int
     rss_bytes: int | None = None
+    restarts: int = 0  # times the parent replaced this worker (server/workers.py)
+    state: str = "ready"  # "ready", "restarting" or "starting"
 
     def __post_init__(self):
         _check("worker index", self.index, (int,))
         _check("worker pid", self.pid, (int,))
         _check("worker rss_bytes", self.rss_bytes, (int,), optional=True)
+        _check("worker restarts", self.restarts, (int,))
+        _check("worker state", self.state, (str,))
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class ServerInfo:
     parent_pid: int | None = None
     started: float = 0.0
     workers: tuple = ()  # WorkerInfo, for --workers above 1 (the parent's file)
+    restarts: int = 0  # workers replaced since start, all workers together
     format: int = INFO_FORMAT
 
     def __post_init__(self):

@@ -23,6 +23,7 @@ from tfserve_magic.manager.rest import model_status
 from tfserve_magic.manager.results import GpuMemoryWarning, Launched, Reused, StartError
 from tfserve_magic.manager.spec import MODEL_SERVER_BINARY, NAME_RE, resolve
 from tfserve_magic.manager.state import (
+    failures,
     handle_for,
     live_records,
     log_path,
@@ -174,7 +175,8 @@ start.__signature__ = inspect.signature(start_result).replace(return_annotation=
 
 def servers() -> ServerTable:
     """Every live server of this user (models and versions asked from each); stale records pruned."""
-    return ServerTable(handle_for(r, refresh=True) for r in live_records())
+    handles = [handle_for(r, refresh=True) for r in live_records()]
+    return ServerTable(handles, failed=failures())
 
 
 def running_record(name: str) -> ServerRecord:

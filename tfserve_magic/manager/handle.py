@@ -106,6 +106,15 @@ class ServerHandle:
             )
         return f"Serving {line}"
 
+    @property
+    def proxied_url(self) -> str | None:
+        """The first model's URL through the notebook server's proxy (JupyterHub, Binder), or
+        None where no proxy serves this kernel's ports."""
+        from tfserve_magic.proxy_url import proxied_for
+
+        model = next(iter(self.models), None)
+        return proxied_for(f"{self.url}/v1/models/{model}") if model and self.url else None
+
     def _fields(self) -> list[tuple[str, str]]:
         source = self.config or self.base_path or ""
         rows = [
@@ -121,6 +130,9 @@ class ServerHandle:
         ]
         if self.backend == "python":
             rows.append(("workers", workers_text(self.workers)))
+        proxied = self.proxied_url
+        if proxied:
+            rows.append(("proxy", f"{proxied} (from your own computer, with your Jupyter token)"))
         if self.detach:
             rows.append(("detached", "yes: keeps running after the kernel exits"))
         return rows
@@ -148,4 +160,12 @@ def workers_text(workers: list) -> str:
     if len(workers) <= 1:
         return "1 process (--workers N or auto uses more cores; workers=N from Python)"
     memory = [w.get("rss_bytes") or 0 for w in workers]
-    return f"{len(workers)} processes, {max(memory) / 2**20:.0f} MiB resident each at start"
+    text = f"{len(workers)} processes, {max(memory) / 2**20:.0f} MiB resident each at start"
+    restarts = sum(int(w.get("restarts") or 0) for w in workers)
+    if restarts:
+        text += f"; {restarts} restart(s) after a worker died (see the log)"
+    busy = [f"worker {w.get('index')} {w.get('state')}" for w in workers
+            if w.get("state", "ready") != "ready"]
+    if busy:
+        text += "; " + ", ".join(busy)
+    return text

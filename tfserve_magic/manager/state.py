@@ -23,8 +23,37 @@ def log_path(name: str) -> Path:
 
 
 def save(record: ServerRecord) -> None:
-    """Write ``record`` as ``<name>.json`` (atomically)."""
+    """Write ``record`` as ``<name>.json`` (atomically); a new start forgets an old failure."""
     record.write(record_path(record.name))
+    failed_path(record.name).unlink(missing_ok=True)
+
+
+def failed_path(name: str) -> Path:
+    return state_dir() / f"{name}.failed"
+
+
+def failure_in_log(name: str) -> str | None:
+    """Why server ``name`` stopped by itself, from its log's ``Server failed: ...`` line (the
+    workers' parent writes one after a crash loop), or None."""
+    from tfserve_magic.server.workers import FAILED_PREFIX
+
+    try:
+        lines = log_path(name).read_text(encoding="utf-8", errors="replace").splitlines()[-200:]
+    except OSError:
+        return None
+    found = [line.split(FAILED_PREFIX, 1)[1].strip() for line in lines if FAILED_PREFIX in line]
+    return found[-1] if found else None
+
+
+def failures() -> dict[str, str]:
+    """name -> why, for servers that stopped by themselves since their last start."""
+    result = {}
+    for path in sorted(state_dir().glob("*.failed")):
+        try:
+            result[path.stem] = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+    return result
 
 
 def remove_files(record: ServerRecord) -> None:
@@ -46,6 +75,9 @@ def live_records() -> list[ServerRecord]:
         else:
             children.pop(record.pid, None)
             remove_files(record)
+            reason = failure_in_log(record.name)
+            if reason:
+                failed_path(record.name).write_text(reason + "\n", encoding="utf-8")
     return live
 
 
@@ -56,6 +88,10 @@ def record_for(name: str) -> ServerRecord:
         if record.name == name:
             return record
     running = ", ".join(r.name for r in records) or "none"
+    reason = failures().get(name)
+    if reason:
+        raise LookupError(f"server {name!r} stopped by itself: {reason} (see %tfserve logs {name}; "
+                          f"running: {running})")
     raise LookupError(f"no running server named {name!r} (running: {running})")
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 from tfserve_magic._text import html_table, text_table
@@ -53,15 +54,27 @@ def format_status(status_by_model: dict[str, list[dict]]) -> str:
 
 
 class ServerTable(list):
-    """The result of ``%tfserve list``: a list of handles shown as one table."""
+    """The result of ``%tfserve list``: a list of handles shown as one table, and below it the
+    servers that stopped by themselves (``.failed``: name -> why, e.g. a crash loop)."""
+
+    def __init__(self, handles=(), failed: dict[str, str] | None = None):
+        super().__init__(handles)
+        self.failed = dict(failed or {})
+
+    def _failed_lines(self) -> list[str]:
+        return [f"{name} stopped by itself: {why}" for name, why in self.failed.items()]
 
     def __repr__(self) -> str:
-        return format_servers(self)
+        if not self and self.failed:
+            return "\n".join(self._failed_lines())
+        return "\n".join([format_servers(self)] + self._failed_lines())
 
     def _repr_html_(self) -> str:
+        failed = "".join(f'<p style="color:#b00">{html.escape(line)}</p>'
+                         for line in self._failed_lines())
         if not self:
-            return "<p>No servers running.</p>"
-        return html_table(_SERVER_HEADERS, [_server_row(h) for h in self])
+            return failed or "<p>No servers running.</p>"
+        return html_table(_SERVER_HEADERS, [_server_row(h) for h in self]) + failed
 
 
 class StatusView(dict):
