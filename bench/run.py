@@ -345,7 +345,8 @@ def main(argv=None) -> int:
                                       args.repeats, log=log)
     peers: dict = {}
     try:
-        log(f"Starting peers: {', '.join(args.peers)} ...")
+        if args.peers:
+            log(f"Starting peers: {', '.join(args.peers)} ...")
         results["ready_s"], results["failed_peers"] = {}, {}
         for key in args.peers:
             try:
@@ -361,8 +362,10 @@ def main(argv=None) -> int:
                 log(f"  {key} left out: {exc}")
                 results["failed_peers"][key] = str(exc)[:1500]
                 peers.pop(key).stop()
-        log(f"Measuring: {args.rounds} round(s) x {len(args.bodies)} bodies x "
-            f"{len(args.concurrency)} concurrencies x {args.seconds:g} s, via {args.generator}")
+        if peers:
+            log(f"Measuring: {args.rounds} round(s) x {len(args.bodies)} bodies x "
+                f"{len(args.concurrency)} concurrencies x {args.seconds:g} s, via "
+                f"{args.generator}")
         results["measurements"] = run_rounds(args, assets, peers)
         if "ours" in peers and not args.no_grpc:
             log("gRPC vs REST on our server (bench/grpc_load.py) ...")
