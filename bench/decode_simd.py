@@ -13,7 +13,8 @@ machine count less):
 - orjson V2: ``orjson.loads`` of the flat V2 body + ``np.asarray(data, float32)``
 
 Every column's tensor is checked to be the same. Ratios are from the same run.
-Run: python -m bench.decode_simd [--sizes 1,10,100,1000] [--budget 0.5] (about a minute)
+Run: python -m bench.decode_simd [--sizes 1,10,100,1000] [--budget 0.5] [--json] (about a
+minute); ``make bench`` runs it and reports the table (bench/decode_report.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import orjson
 import simdjson
 
+from bench.decode_report import COLUMNS, JSON_MARKER
 from bench.decode_speed import mnist_like, per_call_ns
 from bench.peers import v2_body
 from tfserve_magic.server import codec, simd_decode
@@ -84,28 +86,50 @@ def measure(x: np.ndarray, budget: float) -> dict:
     return {"bytes": len(body), "ms": times}
 
 
+KINDS = {"mnist": mnist_like, "dense": dense_random}
+
+
+def measure_all(sizes, budget: float, log=None) -> dict:
+    """Every (values, images) row: bytes and CPU ms per call of each column."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows = []
+    for kind, make in KINDS.items():
+        for n in sizes:
+            row = {"values": kind, "n_images": n, **measure(make(n), budget)}
+            rows.append(row)
+            if log is not None:
+                log(format_row(row))
+    return {"cpus": os.cpu_count(), "load_average": load, "budget_s": budget, "rows": rows}
+
+
+def header() -> str:
+    cells = " ".join(f"{c:>10s}" for c in COLUMNS)
+    return (f"{'values':6s} {'images':>6s} {'bytes':>10s} {cells} {'exact/ours':>10s} "
+            f"{'ours/simd':>9s} {'V2/ours':>8s}")
+
+
+def format_row(row: dict) -> str:
+    ms = row["ms"]
+    cells = " ".join(f"{ms[c]:10.3f}" for c in COLUMNS)
+    return (f"{row['values']:6s} {row['n_images']:6d} {row['bytes']:10d} {cells} "
+            f"{ms['exact'] / ms['ours']:9.2f}x {ms['ours'] / ms['simdjson']:8.2f}x "
+            f"{ms['orjson V2'] / ms['ours']:7.2f}x")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.decode_simd", description=__doc__)
     parser.add_argument("--sizes", default="1,10,100,1000", help="images per body")
     parser.add_argument("--budget", type=float, default=0.5, help="seconds per measurement")
+    parser.add_argument("--json", action="store_true",
+                        help=f"also print the rows as one JSON line after {JSON_MARKER.strip()!r}")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"CPU ms per call, best of 5 rounds; {os.cpu_count()} CPUs, load average {load:.1f}")
-    head = f"{'values':6s} {'images':>6s} {'bytes':>10s} " + " ".join(
-        f"{c:>10s}" for c in ("exact", "ours", "simdjson", "orjson V2")
-    )
-    print(head + f" {'exact/ours':>10s} {'ours/simd':>9s} {'V2/ours':>8s}")
-    for kind, make in (("mnist", mnist_like), ("dense", dense_random)):
-        for n in sizes:
-            row = measure(make(n), args.budget)
-            ms = row["ms"]
-            cells = " ".join(f"{ms[c]:10.3f}" for c in ("exact", "ours", "simdjson", "orjson V2"))
-            print(
-                f"{kind:6s} {n:6d} {row['bytes']:10d} {cells} {ms['exact'] / ms['ours']:9.2f}x "
-                f"{ms['ours'] / ms['simdjson']:8.2f}x {ms['orjson V2'] / ms['ours']:7.2f}x",
-                flush=True,
-            )
+    print(header())
+    data = measure_all(sizes, args.budget, log=lambda line: print(line, flush=True))
+    if args.json:
+        print(JSON_MARKER + json.dumps(data), flush=True)
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import grpc_load, load
+from bench import decode_report, grpc_load, load
 from bench.peers import PEERS, REPO, ours_key
 
 COLORS = {"flask": "#9e9e9e", "fastapi": "#6d8fb3", "kserve": "#3c8d5a", "mlserver": "#7a5cb0",
@@ -87,6 +87,12 @@ def _ratio(results, peer, other, n_images, concurrency, other_concurrency=None):
     return mine["per_second"] / theirs["per_second"]
 
 
+def mlserver_ratios(results: dict) -> dict:
+    """Concurrency -> our default server's req/s over MLServer's at 100 images (None: n/a)."""
+    best = default_ours(results)
+    return {c: _ratio(results, best, "mlserver", 100, c) for c in decode_report.MLSERVER_TARGETS}
+
+
 def decode_speedup(decode: dict | None) -> float | None:
     """Our decode's speed-up over orjson + np.asarray on the 100-image body, if reported."""
     data = (decode or {}).get("data") or {}
@@ -146,6 +152,7 @@ def evaluate_targets(results: dict) -> list:
         "value": speedup, "measured": "n/a" if speedup is None else f"{speedup:.2f}x",
         "status": "n/a" if speedup is None else ("pass" if speedup >= 2.0 else "miss"),
     })
+    targets += decode_report.targets(results, mlserver_ratios(results), who)
     targets += grpc_load.targets(results)
     startup = results.get("startup") or {}
     if "tfserve_start_s" in startup:
@@ -232,6 +239,8 @@ def write_markdown(results: dict, md_path: Path, png_path: Path) -> None:
         _tail_section(results),
         _sweep_section(results),
         _decode_section(results),
+        decode_report.markdown_section(results, mlserver_ratios(results),
+                                       _spec(default_ours(results)).short),
         grpc_load.markdown_section(results),
         _startup_section(results),
         _hot_swap_section(results),
@@ -442,7 +451,7 @@ def _ratios_section(results: dict) -> str:
 
 def _targets_section(results: dict) -> str:
     marks = {"pass": "pass", "miss": "**MISS**", "n/a": "not measured"}
-    lines = ["## Targets (issues 8 and 13)", "", "| target | needed | measured | result |",
+    lines = ["## Targets (issues 8, 13 and 23)", "", "| target | needed | measured | result |",
              "|---|---|---|---|"]
     for target in results["targets"]:
         lines.append(f"| {target['name']} | {target['needed']} | {target['measured']} | "

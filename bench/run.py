@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import grpc_load, load, report, timings
+from bench import decode_report, grpc_load, load, report, timings
 from bench.model import BODY_SIZES, BenchAssets, prepare_assets
 from bench.peers import (
     BATCHING_FILE,
@@ -33,6 +33,8 @@ from bench.peers import (
 )
 from bench.sweep import sweep
 
+# --only: the parts of a run, each skipped unless named
+PARTS = ("decode", "startup", "http", "grpc", "hot-swap", "session-path", "sweep", "tail")
 OTHER_PEERS = ("flask", "fastapi", "kserve", "mlserver", "tfs", "ceiling")
 SAMPLE_CHECKS = 3  # responses per wrk measurement whose values the Python client checks
 
@@ -72,12 +74,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tail", choices=["auto", "on", "off"], default="auto",
                         help="where the p99 at 1 image, c=32 goes (bench/tail.py; needs wrk; "
                              "auto: on)")
+    parser.add_argument("--only", metavar="PARTS",
+                        help="comma-separated parts to run, every other part skipped: "
+                             + ", ".join(PARTS) + " (http: the peers' throughput table; e.g. "
+                             "`--only decode` or `--quick --only http --peers mlserver,ours "
+                             "--workers auto --bodies 100 --concurrency 8`)")
     parser.add_argument("--from-results", type=Path, metavar="JSON",
                         help="measure nothing: rewrite the docs from a saved results.json")
     parser.add_argument("--build-dir", type=Path, default=REPO / "build" / "bench")
     parser.add_argument("--docs-dir", type=Path, default=REPO / "docs",
                         help="where benchmarks.md and benchmarks.png are written")
     args = parser.parse_args(argv)
+    _apply_only(parser, args)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
     args.warmup = 0.5 if args.quick else 1.5
@@ -108,11 +116,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.peers = list(dict.fromkeys(args.peers))
     if "tfs" in args.peers and not shutil.which("tensorflow_model_server"):
         args.peers.remove("tfs")
+    if not args.http:  # --only without http: no peer is started
+        args.peers = []
     if args.generator == "auto":
         args.generator = "wrk" if load.wrk_path() else "python"
     elif args.generator == "wrk" and not load.wrk_path():
         parser.error("--generator wrk: wrk is not installed (apt-get install wrk)")
     return args
+
+
+def _apply_only(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--only PARTS: the --no-* / off settings of every part not named."""
+    args.http = True
+    if not args.only:
+        return
+    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    unknown = parts - set(PARTS)
+    if unknown:
+        parser.error(f"--only: unknown {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
+    args.no_decode = "decode" not in parts
+    args.no_startup = "startup" not in parts
+    args.no_hot_swap = "hot-swap" not in parts
+    args.no_session_path = "session-path" not in parts
+    args.no_grpc = "grpc" not in parts
+    args.batching_sweep = "on" if "sweep" in parts else "off"
+    args.tail = "auto" if "tail" in parts else "off"
+    args.http = "http" in parts or "grpc" in parts or "sweep" in parts
+    if not args.http:
+        args.profile = "never"
 
 
 def _workers_value(text: str) -> str:
@@ -306,13 +337,16 @@ def main(argv=None) -> int:
     if not args.no_decode:
         log("Decode speed (bench/decode_speed.py) ...")
         results["decode"] = run_decode_speed()
+        log("SIMD decode table (bench/decode_simd.py, about a minute) ...")
+        results["decode_simd"] = decode_report.run()
     if not args.no_startup:
         log("Start-up: bare `import tensorflow` vs `%tfserve start` to AVAILABLE ...")
         results["startup"] = _guarded(timings.measure_startup, assets, workdir / "startup",
                                       args.repeats, log=log)
     peers: dict = {}
     try:
-        log(f"Starting peers: {', '.join(args.peers)} ...")
+        if args.peers:
+            log(f"Starting peers: {', '.join(args.peers)} ...")
         results["ready_s"], results["failed_peers"] = {}, {}
         for key in args.peers:
             try:
@@ -328,8 +362,10 @@ def main(argv=None) -> int:
                 log(f"  {key} left out: {exc}")
                 results["failed_peers"][key] = str(exc)[:1500]
                 peers.pop(key).stop()
-        log(f"Measuring: {args.rounds} round(s) x {len(args.bodies)} bodies x "
-            f"{len(args.concurrency)} concurrencies x {args.seconds:g} s, via {args.generator}")
+        if peers:
+            log(f"Measuring: {args.rounds} round(s) x {len(args.bodies)} bodies x "
+                f"{len(args.concurrency)} concurrencies x {args.seconds:g} s, via "
+                f"{args.generator}")
         results["measurements"] = run_rounds(args, assets, peers)
         if "ours" in peers and not args.no_grpc:
             log("gRPC vs REST on our server (bench/grpc_load.py) ...")
