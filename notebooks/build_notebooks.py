@@ -327,7 +327,13 @@ v1 = mlp(16)
 v1.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 x_small, y_small = data.x_train[: len(data.x_train) // 10], data.y_train[: len(data.y_train) // 10]
 history = v1.fit(x_small, y_small, batch_size=50, epochs=1, verbose=2)"""),
-    code("%tfserve export v1 ./digits"),
+    md("""
+`%tfserve export` writes the next free version number and returns what it wrote: keep it, and
+use `.version` below rather than assuming `1` (a second Run All in this folder writes 3 and 4).
+"""),
+    code("""
+exported_v1 = %tfserve export v1 ./digits
+exported_v1"""),
     md("`--poll 1` makes the server look for new versions every second (TF Serving's "
        "`--file_system_poll_wait_seconds`)."),
     code("%tfserve start Digits ./digits --poll 1"),
@@ -335,55 +341,60 @@ history = v1.fit(x_small, y_small, batch_size=50, epochs=1, verbose=2)"""),
     md("""
 ## Version 2, exported while the server runs
 
-More units, all the training data, more epochs. `%tfserve export` writes `./digits/2` atomically
-(the folder appears complete), so the server never sees half a SavedModel.
+More units, all the training data, more epochs. `%tfserve export` writes the next version
+(`./digits/2` on the first run) atomically (the folder appears complete), so the server never
+sees half a SavedModel.
 """),
     code("""
 keras.utils.set_random_seed(1)
 v2 = mlp(128)
 v2.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 history = v2.fit(data.x_train, data.y_train, batch_size=50, epochs=EPOCHS, verbose=2)"""),
-    code("%tfserve export v2 ./digits"),
+    code("""
+exported_v2 = %tfserve export v2 ./digits
+exported_v2"""),
     md("""
 ## Watch it switch
 
-With the default policy (`latest`), the server loads version 2, then unloads version 1. The
-requests keep being answered throughout.
+With the default policy (`latest`), the server loads the new version, then unloads the old one.
+The requests keep being answered throughout.
 """),
     code("""
 import time
 
 client = tfm.Client("Digits")
+new = exported_v2.version
 deadline = time.monotonic() + SWITCH_TIMEOUT_S
 while True:
     states = {int(v["version"]): v["state"] for v in client.status()}
     answered_by = client.metadata().version
     print(f"versions {states}, requests answered by version {answered_by}")
-    if states.get(2) == "AVAILABLE" and answered_by == 2:
+    if states.get(new) == "AVAILABLE" and answered_by == new:
         break
     if time.monotonic() > deadline:
-        raise TimeoutError(f"version 2 was not served within {SWITCH_TIMEOUT_S} s: {states}")
+        raise TimeoutError(f"version {new} was not served within {SWITCH_TIMEOUT_S} s: {states}")
     time.sleep(1)"""),
     code("%tfserve status Digits"),
     code("%tfserve stop Digits"),
     md("""
 ## Serve both versions with `stable` and `canary` labels
 
-A TF Serving model config file: the `specific` policy keeps versions 1 and 2 loaded, and
-`version_labels` names them. Requests pick a version with `--version N` or a label with
+A TF Serving model config file: the `specific` policy keeps the two versions just exported
+loaded, and `version_labels` names them. Requests pick a version with `--version N` or a label with
 `--label L` (REST: `/v1/models/Digits/labels/canary:predict`).
 """),
     code("""
 from pathlib import Path
 
+stable, canary = exported_v1.version, exported_v2.version
 config_text = f'''model_config_list {{
   config {{
     name: "Digits"
     base_path: "{Path("digits").resolve()}"
     model_platform: "tensorflow"
-    model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
-    version_labels {{ key: "stable" value: 1 }}
-    version_labels {{ key: "canary" value: 2 }}
+    model_version_policy {{ specific {{ versions: {stable} versions: {canary} }} }}
+    version_labels {{ key: "stable" value: {stable} }}
+    version_labels {{ key: "canary" value: {canary} }}
   }}
 }}
 '''
@@ -649,12 +660,299 @@ print(open("deploy/kserve/inferenceservice.yaml").read())"""),
     code("%tfserve stop MLP"),
 ]
 
+# ----------------------------------------------------------------------------- 06 beyond images
+BEYOND_CONFIG = """
+from pathlib import Path
+
+exports = {"Text": (text_v1, text_v2), "MPG": (mpg_v1, mpg_v2),
+           "Titanic": (titanic_v1, titanic_v2)}
+entries = [
+    f'''  config {{
+    name: "{name}"
+    base_path: "{first.base_path.resolve()}"
+    model_platform: "tensorflow"
+    model_version_policy {{ specific {{ versions: {first.version} versions: {second.version} }} }}
+  }}'''
+    for name, (first, second) in exports.items()
+]
+config_text = "model_config_list {\\n" + "\\n".join(entries) + "\\n}\\n"
+Path("beyond.config").write_text(config_text)
+print(config_text)"""
+
+BEYOND = [
+    md("""
+# 6 · Beyond images: text, a regression and a table
+
+TensorFlow's first tutorials train more than image classifiers: a sentiment classifier on raw
+movie reviews (strings in, `TextVectorization` inside the model), a regression on the Auto MPG
+table (`Normalization` then `Dense(1)`), and a classifier on the Titanic table with one named
+`keras.Input` per column. Here each one is trained small, exported with `%tfserve export`,
+served, checked against the truth with `%%predict --labels` and `%tfserve explore`, and then a
+second version is exported and compared with the first.
+
+Without network the datasets fall back to documented offline stand-ins with the same columns
+(generated reviews, synthetic tables) and say so; see `tfserve_magic.datasets`.
+"""),
+    params("""
+N_TRAIN = 1000 if HEADLESS else None  # reviews to train on (None: all)
+N_TEST = 200 if HEADLESS else None  # test reviews (None: all)
+EPOCHS = 2 if HEADLESS else 10  # for the text classifier
+TABLE_EPOCHS = 40 if HEADLESS else 100  # the tables are small: an epoch costs little
+"""),
+    code("""
+%load_ext tfserve_magic
+import tfserve_magic as tfm
+
+# TensorFlow's C++ start-up lines go to a log file instead of red boxes here (do this before
+# importing tensorflow or keras; see the README)
+tfm.quiet_tensorflow()
+import keras
+import numpy as np
+
+from tfserve_magic.datasets import load_auto_mpg, load_imdb, load_titanic"""),
+    md("""
+## 1 · Text: is a movie review positive?
+
+Reviews as plain strings and 0/1 labels (1: positive). The model takes the strings themselves:
+`TextVectorization` (adapted to the training reviews) turns them into word ids inside the model,
+so the served model answers raw text, as in the tutorial's exported model.
+"""),
+    code("""
+reviews = load_imdb(n_train=N_TRAIN, n_test=N_TEST)
+print(f"{reviews.source}: {len(reviews.x_train)} training and {len(reviews.x_test)} test reviews")
+print(repr(reviews.x_train[0]), "->", reviews.class_names[reviews.y_train[0]])"""),
+    code("""
+keras.utils.set_random_seed(0)
+VOCABULARY = 10000
+vectorize = keras.layers.TextVectorization(max_tokens=VOCABULARY, output_sequence_length=100)
+vectorize.adapt(reviews.x_train)
+
+
+def text_classifier(embedding_dim):
+    \"\"\"strings -> word ids -> embeddings -> average -> one sigmoid (the text tutorial).\"\"\"
+    text = keras.Input(shape=(), dtype="string", name="text")  # a batch of strings: [-1]
+    # mask_zero: the average leaves out the padding after short reviews
+    x = keras.layers.Embedding(VOCABULARY, embedding_dim, mask_zero=True)(vectorize(text))
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Dropout(0.2)(x))
+    positive = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dropout(0.2)(x))
+    model = keras.Model(text, positive)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+text_model = text_classifier(16)
+history = text_model.fit(reviews.x_train, reviews.y_train, epochs=EPOCHS, verbose=2)"""),
+    md("""
+`%tfserve export` returns what it wrote; `text_v1.version` is the version number (1 the first
+time, the next free one when the notebook runs again in this folder).
+"""),
+    code("""
+text_v1 = %tfserve export text_model ./text
+text_v1"""),
+    code("%tfserve start Text ./text --poll 1"),
+    md("`%%predict` with the reviews as a list of strings, beside their labels:"),
+    code("""
+%%predict Text --labels reviews.y_test[:8]
+list(reviews.x_test[:8])"""),
+    code("""
+text_client = tfm.Client("Text")
+positive = np.asarray(text_client.predict(list(reviews.x_test))).ravel()
+text_accuracy = ((positive > 0.5) == reviews.y_test).mean()
+print(f"Text: served accuracy {text_accuracy:.3f} on {len(positive)} test reviews")"""),
+    md("The sentences beside their predictions and labels, with the mistakes a filter away:"),
+    code("%tfserve explore Text reviews.x_test reviews.y_test -n 200"),
+    md("""
+A second version with a wider embedding, exported next to the first while the server runs
+(`--poll 1`: the server loads it within a second or two):
+"""),
+    code("""
+keras.utils.set_random_seed(1)
+text_model_2 = text_classifier(32)
+history = text_model_2.fit(reviews.x_train, reviews.y_train, epochs=EPOCHS + 1, verbose=2)
+text_v2 = %tfserve export text_model_2 ./text
+print(f"Text: exported versions {text_v1.version} and {text_v2.version}")"""),
+    code("%tfserve stop Text"),
+    md("""
+## 2 · Regression: miles per gallon
+
+Numeric columns (cylinders, displacement, horsepower, weight, acceleration, model year, and the
+origin one-hot encoded) and the MPG target. As in the tutorial, `Normalization` learns each
+column's mean and variance; version 1 is the linear model (`Dense(1)`), version 2 the small
+deep network.
+"""),
+    code("""
+cars = load_auto_mpg()
+print(f"{cars.source}: train {cars.x_train.shape}, test {cars.x_test.shape}")
+print(dict(zip(cars.feature_names, cars.x_train[0])), "->", cars.target_name, cars.y_train[0])"""),
+    code("""
+keras.utils.set_random_seed(0)
+normalize = keras.layers.Normalization(axis=-1)
+normalize.adapt(cars.x_train)
+
+
+def mpg_model(hidden=()):
+    \"\"\"Normalized columns -> (hidden ReLU layers) -> Dense(1): MPG.\"\"\"
+    features = keras.Input(shape=(len(cars.feature_names),), name="features")
+    x = normalize(features)
+    for units in hidden:
+        x = keras.layers.Dense(units, activation="relu")(x)
+    model = keras.Model(features, keras.layers.Dense(1)(x))
+    model.compile(optimizer=keras.optimizers.Adam(0.01 if hidden else 0.1),
+                  loss="mean_absolute_error")
+    return model
+
+
+linear = mpg_model()
+history = linear.fit(cars.x_train, cars.y_train, epochs=TABLE_EPOCHS, verbose=0)
+print(f"linear model: test MAE {linear.evaluate(cars.x_test, cars.y_test, verbose=0):.2f} MPG")"""),
+    code("""
+mpg_v1 = %tfserve export linear ./mpg
+%tfserve start MPG ./mpg --poll 1"""),
+    code("""
+%%predict MPG --labels cars.y_test[:8]
+cars.x_test[:8]"""),
+    code("""
+mpg_client = tfm.Client("MPG")
+predicted_mpg = np.asarray(mpg_client.predict(cars.x_test)).ravel()
+errors = predicted_mpg - cars.y_test
+print(f"MPG: served MAE {np.abs(errors).mean():.2f}, RMSE {np.sqrt((errors ** 2).mean()):.2f}")"""),
+    md("Predicted against true MPG, the residuals and the worst errors with their inputs:"),
+    code("%tfserve explore MPG cars.x_test cars.y_test"),
+    code("""
+keras.utils.set_random_seed(1)
+deep = mpg_model(hidden=(64, 64))
+history = deep.fit(cars.x_train, cars.y_train, epochs=TABLE_EPOCHS, verbose=0)
+print(f"deep model: test MAE {deep.evaluate(cars.x_test, cars.y_test, verbose=0):.2f} MPG")
+mpg_v2 = %tfserve export deep ./mpg
+print(f"MPG: exported versions {mpg_v1.version} and {mpg_v2.version}")"""),
+    code("%tfserve stop MPG"),
+    md("""
+## 3 · A table with named columns: who survived the Titanic?
+
+Numbers (age, fare, family aboard) and words (sex, class, deck, town, travelling alone) in named
+columns, and the 0/1 `survived`. As in the structured-data tutorial the model has one
+`keras.Input` per column: `Normalization` for numbers, `StringLookup` (one-hot) for words. The
+served model then takes the columns by name, strings as strings.
+
+One trap: TensorFlow cannot write a signature whose input is named after a Python keyword
+(`'class' is not a valid parameter name`), so the column `class` is renamed `travel_class`
+before it names a `keras.Input`.
+"""),
+    code("""
+passengers = load_titanic()
+print(f"{passengers.source}: {len(passengers.y_train)} training and "
+      f"{len(passengers.y_test)} test passengers")
+
+
+def renamed(columns):
+    \"\"\"The same columns, with `class` (a Python keyword) renamed `travel_class`.\"\"\"
+    return {("travel_class" if name == "class" else name): values
+            for name, values in columns.items()}
+
+
+x_train, x_test = renamed(passengers.x_train), renamed(passengers.x_test)
+print({name: column[0] for name, column in x_test.items()},
+      "->", passengers.class_names[passengers.y_test[0]])"""),
+    code("""
+keras.utils.set_random_seed(0)
+columns, encoded = {}, []
+for name, values in x_train.items():
+    if values.dtype == object:  # words: one-hot over the words seen in training
+        columns[name] = keras.Input(shape=(), name=name, dtype="string")
+        lookup = keras.layers.StringLookup(output_mode="one_hot")
+        lookup.adapt(values)
+        encoded.append(lookup(columns[name]))
+    else:  # numbers: scaled to mean 0 and variance 1
+        columns[name] = keras.Input(shape=(), name=name, dtype="float32")
+        scale = keras.layers.Normalization(axis=None)
+        scale.adapt(values)
+        encoded.append(keras.layers.Reshape((1,))(scale(columns[name])))
+features = keras.layers.Concatenate()(encoded)
+
+
+def survival_model(units):
+    \"\"\"Every column, encoded -> one hidden layer -> one sigmoid: P(survived).\"\"\"
+    hidden = keras.layers.Dense(units, activation="relu")(features)
+    survived = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dropout(0.2)(hidden))
+    model = keras.Model(columns, survived)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+titanic_model = survival_model(8)
+history = titanic_model.fit(x_train, passengers.y_train, epochs=TABLE_EPOCHS, verbose=0)
+_, accuracy = titanic_model.evaluate(x_test, passengers.y_test, verbose=0)
+print(f"test accuracy in the notebook: {accuracy:.3f}")"""),
+    code("""
+titanic_v1 = %tfserve export titanic_model ./titanic
+%tfserve start Titanic ./titanic --poll 1"""),
+    md("A dict of columns goes to the signature's inputs by name:"),
+    code("""
+%%predict Titanic --labels passengers.y_test[:8]
+{name: column[:8] for name, column in x_test.items()}"""),
+    code("""
+titanic_client = tfm.Client("Titanic")
+print(titanic_client.metadata().describe())
+survived = np.asarray(titanic_client.predict(x_test)).ravel() > 0.5
+print(f"Titanic: served accuracy {(survived == passengers.y_test).mean():.3f} "
+      f"on {len(survived)} test passengers")"""),
+    md("Each passenger as a row of column names and values, beside the prediction:"),
+    code("%tfserve explore Titanic x_test passengers.y_test"),
+    code("""
+keras.utils.set_random_seed(1)
+titanic_model_2 = survival_model(32)
+history = titanic_model_2.fit(x_train, passengers.y_train, epochs=TABLE_EPOCHS, verbose=0)
+titanic_v2 = %tfserve export titanic_model_2 ./titanic
+print(f"Titanic: exported versions {titanic_v1.version} and {titanic_v2.version}")"""),
+    code("%tfserve stop Titanic"),
+    md("""
+## 4 · Version against version
+
+To compare two versions, both must be loaded. A TF Serving model config file with the
+`specific` version policy does that, for all three models on one server. The version numbers
+come from what the exports returned, so the notebook also works when it runs again in this
+folder (the exports are then versions 3 and 4).
+"""),
+    code(BEYOND_CONFIG),
+    code("%tfserve start Beyond --config beyond.config"),
+    md("Each version against the truth, from plain Python:"),
+    code("""
+def served(name, x, version):
+    return np.asarray(tfm.Client(name).predict(x, version=version)).ravel()
+
+
+for name, (first, second) in exports.items():
+    for export in (first, second):
+        if name == "Text":
+            score = ((served(name, list(reviews.x_test), export.version) > 0.5)
+                     == reviews.y_test).mean()
+        elif name == "MPG":
+            score = np.abs(served(name, cars.x_test, export.version) - cars.y_test).mean()
+        else:
+            score = ((served(name, x_test, export.version) > 0.5)
+                     == passengers.y_test).mean()
+        what = "MAE" if name == "MPG" else "accuracy"
+        print(f"{name:<8} version {export.version}: {what} {score:.3f}")"""),
+    md("""
+The compare view: which version errs less, and the examples where the two disagree most (the
+largest difference, for the regression):
+"""),
+    code("""
+%tfserve compare Text reviews.x_test reviews.y_test --a {text_v1.version} --b {text_v2.version} -n 200"""),
+    code("%tfserve compare MPG cars.x_test cars.y_test --a {mpg_v1.version} --b {mpg_v2.version}"),
+    code("""
+%tfserve compare Titanic x_test passengers.y_test --a {titanic_v1.version} --b {titanic_v2.version}"""),
+    code("%tfserve stop Beyond"),
+]
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_custom_models.ipynb": CUSTOM,
     "03_versions.ipynb": VERSIONS,
     "04_draw_digit.ipynb": DRAW,
     "05_any_client.ipynb": ANY_CLIENT,
+    "06_beyond_images.ipynb": BEYOND,
 }
 
 

@@ -27,6 +27,7 @@ NOTEBOOK_NAMES = [
     "03_versions.ipynb",
     "04_draw_digit.ipynb",
     "05_any_client.ipynb",
+    "06_beyond_images.ipynb",
 ]
 
 # Text each executed notebook must show: proof that the interesting cells did their job.
@@ -48,6 +49,38 @@ EXPECTED_OUTPUT = {
     "04_draw_digit.ipynb": ["a '1': the model says", "a '7': the model says", "Stopped MLP"],
     "05_any_client.ipynb": ["requests:", "signatures:", "grpc:", "tfm gRPC client:", "docker run",
                             "Stopped MLP"],
+    "06_beyond_images.ipynb": [
+        "Text: served accuracy",
+        "Text: exported versions 1 and 2",
+        "MPG: served MAE",
+        "MPG: exported versions 1 and 2",
+        "Titanic: served accuracy",
+        "Titanic: exported versions 1 and 2",
+        "Text     version 2: accuracy",
+        "MPG      version 2: MAE",
+        "Titanic  version 2: accuracy",
+        "Stopped Beyond",
+    ],
+}
+
+# What a second Run All in the same folder must show: the exports are the next versions
+# (3 and 4), and every later cell uses those, not 1 and 2.
+EXPECTED_ON_SECOND_RUN = {
+    "03_versions.ipynb": [
+        "requests answered by version 4",
+        "stable  (version 3)",
+        "canary  (version 4)",
+        "Stopped Digits",
+    ],
+    "06_beyond_images.ipynb": [
+        "Text: exported versions 3 and 4",
+        "MPG: exported versions 3 and 4",
+        "Titanic: exported versions 3 and 4",
+        "Text     version 4: accuracy",
+        "MPG      version 4: MAE",
+        "Titanic  version 4: accuracy",
+        "Stopped Beyond",
+    ],
 }
 
 
@@ -78,7 +111,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------ static checks (fast)
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     found = sorted(p.name for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
     assert found == NOTEBOOK_NAMES
 
@@ -229,3 +262,32 @@ def test_notebook_runs_headless(name, tmp_path):
         report = demo.summary(result)
         assert "index  predicted  true  ok" in report
         assert "inference error rate" in report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("name", sorted(EXPECTED_ON_SECOND_RUN))
+def test_notebook_runs_twice_in_the_same_folder(name, tmp_path):
+    """A person re-runs notebooks: a second Run All in the same folder, in a new kernel (as
+    after a restart), finds the first run's versions there and must still pass. Everything
+    the notebook wrote is ignored by git, so running it in notebooks/ leaves no untracked
+    files."""
+    work = tmp_path / "work"
+    env = _env(tmp_path)
+    first = run_notebook(NOTEBOOK_DIR / name, headless=True, workdir=work, env=env,
+                         cell_timeout=300, output_path=tmp_path / f"first-{name}")
+    for expected in EXPECTED_OUTPUT[name]:
+        assert expected in _all_text(first.notebook), f"{name} did not print {expected!r}"
+    second = run_notebook(NOTEBOOK_DIR / name, headless=True, workdir=work, env=env,
+                          cell_timeout=300, output_path=tmp_path / f"second-{name}")
+    text = _all_text(second.notebook)
+    for expected in EXPECTED_ON_SECOND_RUN[name]:
+        assert expected in text, f"{name}, run again, did not print {expected!r}"
+
+    written = [p.name + ("/" if p.is_dir() else "") for p in sorted(work.iterdir())]
+    assert written, "the notebook wrote nothing in its folder"
+    paths = [f"notebooks/{entry}" for entry in written]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+    ignored = {line.strip() for line in done.stdout.splitlines()}
+    assert ignored == set(paths), f"not in .gitignore: {sorted(set(paths) - ignored)}"

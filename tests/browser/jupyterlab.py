@@ -170,9 +170,15 @@ def chrome(browser: str, driver: str, profile: Path):
 # ------------------------------------------------------------------ in-page probes (JavaScript)
 # The notebook's model (outputs, execution counts) is read through the app JupyterLab exposes
 # for tests (--LabApp.expose_app_in_browser); what is *seen* is read from the DOM.
-JS_READY = """
+# The open notebook panel: the shell's current widget or, when the headless page has no focus
+# (JupyterLab then tracks no widget as current), the notebook in the main area.
+JS_NOTEBOOK = """
 const app = window.jupyterapp;
-const nb = app && app.shell.currentWidget;
+const nb = app && (app.shell.currentWidget
+  || Array.from(app.shell.widgets('main')).find((w) => w.sessionContext && w.content));
+"""
+
+JS_READY = JS_NOTEBOOK + """
 if (!nb || !nb.content || !nb.context || !nb.context.isReady) return false;
 const kernel = nb.sessionContext.session && nb.sessionContext.session.kernel;
 return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
@@ -180,10 +186,9 @@ return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 
 
 JS_RUN_ALL = "window.jupyterapp.commands.execute('notebook:run-all-cells'); return true;"
 
-JS_SAVE = "return window.jupyterapp.commands.execute('docmanager:save').then(() => true);"
+JS_SAVE = JS_NOTEBOOK + "return nb.context.save().then(() => true);"
 
-JS_STATE = """
-const nb = window.jupyterapp.shell.currentWidget;
+JS_STATE = JS_NOTEBOOK + """
 const kernel = nb.sessionContext.session && nb.sessionContext.session.kernel;
 const cells = [];
 nb.content.widgets.forEach((cell, index) => {
@@ -195,8 +200,7 @@ nb.content.widgets.forEach((cell, index) => {
 return {kernel: kernel ? kernel.status : 'none', cells};
 """
 
-JS_SEEN = """
-const nb = window.jupyterapp.shell.currentWidget;
+JS_SEEN = JS_NOTEBOOK + """
 const root = nb.node;
 const text = root.innerText;
 const WIDGET = 'application/vnd.jupyter.widget-view+json';

@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(1500)]
 
 SCREENSHOTS = REPO / "build" / "screenshots"
 NOTEBOOKS = ["01_quickstart.ipynb", "02_custom_models.ipynb", "03_versions.ipynb",
-             "04_draw_digit.ipynb", "05_any_client.ipynb"]
+             "04_draw_digit.ipynb", "05_any_client.ipynb", "06_beyond_images.ipynb"]
 # notebooks whose widgets are used after Run All get their parameters overridden like this
 PARAMETERS = {"04_draw_digit.ipynb": {"KEEP_SERVING": True}}
 RUN_TIMEOUT_S = 420
@@ -201,6 +201,29 @@ def draw(driver, canvas, strokes) -> None:
         chain.perform()
 
 
+# elements inside a widget that show a scrollbar: overflow auto/scroll and more content than room
+JS_SCROLLBARS = """
+const found = [];
+for (const el of [arguments[0], ...arguments[0].querySelectorAll('*')]) {
+  const style = getComputedStyle(el);
+  const scrolls = (value) => value === 'auto' || value === 'scroll';
+  const down = scrolls(style.overflowY) && el.scrollHeight > el.clientHeight + 1;
+  const across = scrolls(style.overflowX) && el.scrollWidth > el.clientWidth + 1;
+  if (down || across) {
+    found.push(`${el.tagName.toLowerCase()}.${[...el.classList].join('.')}: `
+      + `${down ? 'vertical ' : ''}${across ? 'horizontal ' : ''}scrollbar, content `
+      + `${el.scrollWidth}x${el.scrollHeight} px in ${el.clientWidth}x${el.clientHeight} px`);
+  }
+}
+return found;
+"""
+
+
+def check_no_scrollbars(driver, element, what: str) -> None:
+    found = driver.execute_script(JS_SCROLLBARS, element)
+    assert not found, f"{what} shows scrollbars: " + "; ".join(found)
+
+
 def top_class(driver, scope) -> str:
     element = scope.find_elements("css selector", ".tfserve-top")
     return element[0].text.strip() if element else ""
@@ -290,6 +313,7 @@ def check_drawing(driver, shots) -> None:
     assert inner == (280, 280), "the pad keeps its own size (no CSS stretching)"
     clear = next(b for b in pad.find_elements("css selector", "button") if b.text == "Clear")
     shoot(pad, shots / "04_draw_ready.png")  # after Run All, before drawing: no broken image
+    check_no_scrollbars(driver, pad, "the drawing pad after Run All")
     predicted = {}
     for digit, strokes in (("1", ONE), ("7", SEVEN)):
         clear.click()
@@ -301,6 +325,8 @@ def check_drawing(driver, shots) -> None:
         assert "Error" not in status, status
         predicted[digit] = text.split()[0]
         shoot(pad, shots / f"04_draw_{digit}.png")
+        # the result column (model input, top class, per-class bars) fits without scrolling
+        check_no_scrollbars(driver, pad, f"the drawing pad with a prediction for {digit}")
     # the offline fallback model (scikit-learn's 8x8 digits, one epoch) is too weak for the
     # classes to be asserted; the prediction itself, after Run All, is what must work
     assert all(v.isdigit() for v in predicted.values()), predicted
@@ -321,5 +347,6 @@ def test_drawing_pad_in_notebook_7(lab, browser, shots):
     draw(browser, canvas, ONE)
     assert wait_for(lambda: top_class(browser, pad), 60, "a prediction in Notebook 7")
     shoot(pad, shots / "04_draw_notebook7.png")
+    check_no_scrollbars(browser, pad, "the drawing pad in Notebook 7")
     browser.execute_script(JS_SAVE)
     lab.shutdown_kernels()

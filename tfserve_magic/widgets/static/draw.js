@@ -3,7 +3,29 @@
 // trait (a list of [x, y] canvas points) and synced to Python, which rasterizes it; the pad
 // repaints from `strokes` whenever Python changes them (Clear sets them to []).
 
+// The pad's CSS, added once per page. The result column beside the pad (model input, top
+// class, per-class bars) must fit without scrollbars: ipywidgets gives HTML content a 28 px
+// line height, taller than the 14 px rows of the bars, so the last row's text overflowed its
+// box and the column (an ipywidgets box: overflow auto) showed a vertical scrollbar, and with
+// it a horizontal one. Rows of the bars get their own height as line height.
+const STYLE_ID = "tfserve-draw-style";
+const STYLE = `
+.tfserve-draw .jupyter-widget-html-content > div[style*="height:14px"],
+.tfserve-draw .widget-html-content > div[style*="height:14px"] {
+  line-height: 14px;
+}
+`;
+
+function addStyle(doc) {
+  if (doc.getElementById(STYLE_ID)) return;
+  const style = doc.createElement("style");
+  style.id = STYLE_ID;
+  style.textContent = STYLE;
+  doc.head.appendChild(style);
+}
+
 function render({ model, el }) {
+  addStyle(el.ownerDocument || document);
   const canvas = document.createElement("canvas");
   canvas.className = "tfserve-draw-pad";
   const ctx = canvas.getContext("2d");

@@ -9,83 +9,32 @@ digit centred in a 28x28 frame), says so once, and reports the source in ``.sour
 from __future__ import annotations
 
 import functools
-import os
-import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from tfserve_magic.datasets import _source
+from tfserve_magic.datasets._source import Dataset
+
 MNIST_SOURCE = "mnist"
 FALLBACK_SOURCE = "sklearn-digits (offline fallback)"
-OFFLINE_ENV = "TFSERVE_MAGIC_OFFLINE"
 _MNIST_HOST = ("storage.googleapis.com", 443)  # where keras.datasets.mnist downloads from
-_NETWORK_TIMEOUT_S = 1.5
 _DIGIT_SIZE = 20  # MNIST digits fill a 20x20 box centred in the 28x28 image
 _IMAGE_SIZE = 28
 _FALLBACK_TEST_FRACTION = 1 / 6  # MNIST's 60k/10k split
 _SPLIT_SEED = 0
 
-_fallback_announced = False
 
-
-@dataclass(frozen=True)
-class MnistData:
+@dataclass(frozen=True, repr=False)
+class MnistData(Dataset):
     """Images float32 [N, 28, 28, 1] in 0..1 and int64 labels, plus where they came from."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source: str
-
-    @property
-    def is_fallback(self) -> bool:
-        return self.source != MNIST_SOURCE
-
-    def __repr__(self) -> str:
-        return (
-            f"MnistData(source={self.source!r}, x_train={self.x_train.shape}, "
-            f"x_test={self.x_test.shape})"
-        )
 
 
 def load_mnist(n_train: int | None = None, n_test: int | None = None) -> MnistData:
     """MNIST (or the offline fallback), optionally only the first ``n_train``/``n_test`` rows."""
-    for n, what in ((n_train, "n_train"), (n_test, "n_test")):
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"{what} must be a positive integer or None, got {n!r}")
-    data = None
-    if not _offline_forced() and (_mnist_cached() or _network_reachable()):
-        data = _keras_mnist()
-    if data is None:
-        data = _digits_fallback()
-        _announce_fallback()
-    return MnistData(
-        x_train=data.x_train[:n_train],
-        y_train=data.y_train[:n_train],
-        x_test=data.x_test[:n_test],
-        y_test=data.y_test[:n_test],
-        source=data.source,
-    )
-
-
-def _offline_forced() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
-def _mnist_cached() -> bool:
-    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return (keras_home / "datasets" / "mnist.npz").is_file()
-
-
-def _network_reachable() -> bool:
-    """A quick TCP connect to the download host, so an offline machine does not hang."""
-    try:
-        with socket.create_connection(_MNIST_HOST, timeout=_NETWORK_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
+    return _source.load("MNIST", n_train, n_test, online=_keras_mnist, fallback=_digits_fallback,
+                        cached_files=("mnist.npz",), host=_MNIST_HOST,
+                        instead="scikit-learn's bundled digits scaled to 28x28")
 
 
 @functools.lru_cache(maxsize=1)
@@ -149,14 +98,3 @@ def _to_mnist_frame(images: np.ndarray) -> np.ndarray:
     offset = (_IMAGE_SIZE - _DIGIT_SIZE) // 2
     frame[:, offset : offset + _DIGIT_SIZE, offset : offset + _DIGIT_SIZE] = scaled
     return np.clip(frame, 0.0, 1.0)[..., None]
-
-
-def _announce_fallback() -> None:
-    global _fallback_announced
-    if _fallback_announced:
-        return
-    _fallback_announced = True
-    print(
-        "tfserve_magic.datasets: MNIST is not reachable here, using scikit-learn's bundled "
-        "digits scaled to 28x28 instead (source: 'sklearn-digits (offline fallback)')."
-    )
