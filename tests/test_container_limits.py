@@ -260,3 +260,33 @@ def test_headroom_inside_a_real_cgroup(cgroups):
     group.set("memory.limit_in_bytes", 2048 * MIB)
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=server_env())
     assert done.stdout.strip() == "fits", done.stdout + done.stderr
+
+
+NOTEBOOK = """
+import json, sys
+from tfserve_magic import demo
+from tfserve_magic._nbrun import run_notebook
+run = run_notebook(sys.argv[1], headless=True, workdir=sys.argv[2], env=json.loads(sys.argv[3]),
+                   cell_timeout=300, probe=demo.PROBE, output_path=sys.argv[4])
+print(run.probe_output.strip().splitlines()[-1])
+"""
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_quickstart_notebook_in_a_2_gb_container(cgroups, tmp_path):
+    """Binder's size: the kernel (which trains the model) and the server it starts share 2 GB."""
+    group = cgroups(cpu=False)
+    group.set("memory.limit_in_bytes", 2048 * MIB)
+    (tmp_path / "registry").mkdir()
+    env = {"TFSERVE_MAGIC_OFFLINE": "1", "TFSERVE_MAGIC_HOME": str(tmp_path / "registry")}
+    command = group.wrap([sys.executable, "-c", NOTEBOOK,
+                          str(REPO / "notebooks" / "01_quickstart.ipynb"), str(tmp_path / "work"),
+                          json.dumps(env), str(tmp_path / "executed.ipynb")])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=840, env=server_env())
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert abs(result["served_accuracy"] - result["notebook_accuracy"]) < 0.01
+    assert group.oom_kills() == 0
+    assert int(group.read("memory.max_usage_in_bytes")) <= 2048 * MIB
