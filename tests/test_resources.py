@@ -154,7 +154,7 @@ def test_plan_and_auto_follow_the_container(monkeypatch):
     assert sizing.available_memory() == 140 * MIB
     count, reason = sizing.plan("auto")
     assert count == 1 and "140 MiB free memory holds 1 worker(s)" in reason
-    assert sizing.plan("3") == (3, "--workers")
+    assert sizing.plan("3") == (3, "as given")
     # after the first worker (565 MiB resident) the parent counts again
     assert sizing.auto_count(sizing.usable_cpus(), sizing.available_memory(), 565 * MIB) == 1
 

@@ -110,7 +110,7 @@ def plan(workers: str = "1") -> tuple[int, str]:
     """How many workers ``--workers`` asks for before anything is loaded, and why; 1 where
     the kernel cannot share a port between them."""
     count = parse_workers(workers)
-    reason = "--workers"
+    reason = "as given"
     if count is None:
         count, reason = auto_plan(usable_cpus(), available_memory())
     if count > 1 and not reuse_port_supported():
