@@ -202,7 +202,7 @@ def test_memory_limit_alone_gives_one_worker(cgroups, one_server_peak, mlp_expor
     try:
         log = served.log()
         line = next(x for x in log.splitlines() if "container limits:" in x)
-        assert f"memory {limit // MIB} MiB (cgroup v1 " in line, line
+        assert f"memory {resources.mib(limit)} (cgroup v1 " in line, line
         assert "no cpu quota" in line
         # memory decided it: either before the start (the estimate) or after the first worker
         # was loaded (its measured size, server/workers.py)
@@ -228,7 +228,7 @@ def test_a_small_container_with_one_cpu_serves_with_the_defaults(cgroups, one_se
     try:
         log = served.log()
         line = next(x for x in log.splitlines() if "container limits:" in x)
-        assert f"memory {limit // MIB} MiB (cgroup v1 " in line, line
+        assert f"memory {resources.mib(limit)} (cgroup v1 " in line, line
         assert "cpu quota 1.0 core(s) (cgroup v1 " in line and "-> 1 usable" in line, line
         assert "--workers=auto -> 1 worker(s)" in line, line
         if resources.affinity_cores() > 1:  # TensorFlow would size its pools from them

@@ -22,13 +22,14 @@ from pathlib import Path
 MIB = 2**20
 # Above this a limit is "no limit": v1 writes 2**63 rounded down to a page, v2 writes "max".
 UNLIMITED = 2**60
-# One more server process's memory before it is started, for the headroom check. Measured
-# here (TF 2.15, CPU): a server serving the MNIST MLP (tests/fixtures/models.py) has 565 MiB
-# resident, of which 196 MiB is its own (RssAnon) and the rest TensorFlow's shared libraries,
-# already in memory once the notebook imported TensorFlow; its own memory cgroup was charged
-# 241 MiB at most under 100-image requests. A real worker's RSS, once loaded, replaces this
-# estimate where it is known (server/workers.py).
-WORKER_MEMORY_ESTIMATE = 256 * MIB
+# One more server process's memory before it is started, for the headroom check and ``auto``'s
+# first count. Measured here (TF 2.15, CPU): a server serving the MNIST MLP
+# (tests/fixtures/models.py) has 565 MiB resident, of which 196 MiB is its own (RssAnon) and
+# the rest TensorFlow's shared libraries, in memory already once the notebook imported
+# TensorFlow; its own memory cgroup was charged 241 MiB at most under 100-image requests from
+# one client, 286 MiB from four (tests/test_container_limits.py measures it again). Once a
+# worker is loaded its measured RSS replaces this estimate (server/workers.py).
+WORKER_MEMORY_ESTIMATE = 300 * MIB
 
 
 @dataclass(frozen=True)
