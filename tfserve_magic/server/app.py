@@ -22,6 +22,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from tfserve_magic.server import codec, decode_pool, inference
+from tfserve_magic.server.sizing import usable_cpus
 from tfserve_magic.server.status import CODE_FOR_HTTP, ServingError, invalid
 
 log = logging.getLogger("tfserve_magic.server")
@@ -40,6 +41,12 @@ _INT64_MAX = 2**63 - 1
 # larger ones, gzip bodies and large outputs are handled on the decode threads.
 INLINE_BODY_BYTES = 32 * 1024
 _INLINE_OUTPUT_ELEMENTS = 16 * 1024
+
+
+def _decode_threads() -> int:
+    """Decode threads (and helper processes): two, one under a one-core CPU quota, where a
+    second only adds a process's memory (server/resources.py)."""
+    return min(2, usable_cpus())
 
 # libevent's built-in error page for paths outside /v1/.
 _HTML_404 = (
@@ -221,7 +228,8 @@ class ServingApp:
         if self._decoder is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+            self._decoder = ThreadPoolExecutor(max_workers=_decode_threads(),
+                                               thread_name_prefix="decode")
         return await asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
 
     # ---- verbs ----
@@ -231,7 +239,7 @@ class ServingApp:
 
     def _decode_pool(self):
         if self._pool is None:
-            self._pool = decode_pool.DecodePool(size=2)  # as many as decode threads
+            self._pool = decode_pool.DecodePool(size=_decode_threads())  # one per thread
         return self._pool
 
     def _decode_predict(self, name, version, label, body: bytes):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from tfserve_magic.server.config import BatchingConfig
+from tfserve_magic.server.sizing import usable_cpus
 from tfserve_magic.server.status import ServingError, invalid
 
 log = logging.getLogger("tfserve_magic.server")
@@ -65,7 +65,8 @@ class BatchScheduler:
         self._queues: dict[tuple, _Queue] = {}
         self._cond = threading.Condition()
         self._stopping = False
-        threads = config.num_batch_threads or os.cpu_count() or 1
+        # 0: the usable cores (a container's CPU quota counts, server/resources.py)
+        threads = config.num_batch_threads or usable_cpus()
         self._threads = [
             threading.Thread(target=self._worker, name=f"batch-{i}", daemon=True)
             for i in range(threads)

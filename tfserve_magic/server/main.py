@@ -24,15 +24,14 @@ from contextlib import contextmanager
 
 from tfserve_magic import owners
 from tfserve_magic.records import ServerInfo, remove_info
-from tfserve_magic.server.flags import FlagError, given, parse_flags, usage, worker_flags
+from tfserve_magic.server.flags import FlagError, defaults, given, parse_flags, usage, worker_flags
 from tfserve_magic.server.flags import check as _check
 from tfserve_magic.server.peers import PeerChannel, WorkerReady, worker_context
 from tfserve_magic.server.process import bind, client_url, pid_alive, watch_parent
-from tfserve_magic.server.sizing import planned_count
+from tfserve_magic.server.resources import Limits, read_limits
+from tfserve_magic.server.sizing import plan
 
 log = logging.getLogger("tfserve_magic.server")
-
-_CPUS = os.cpu_count() or 1
 
 # ---- logging in TF Serving's style: "2026-11-24 06:00:00.123456: I file.py:12] message" ----
 
@@ -91,15 +90,50 @@ def _unwritable_info_file(path: str) -> str | None:
     return None
 
 
-def _configure_tensorflow(flags: dict):
+def _tf_threads(flags: dict, limits: Limits) -> tuple[int, int]:
+    """TensorFlow's (intra-op, inter-op) pool sizes, 0 for TensorFlow's default: the flags,
+    else the usable cores under a CPU quota (TensorFlow sizes its pools from the visible cores,
+    which a container's quota does not hide; a 1-CPU container on a 16-core host would run 16)."""
+    both = flags["tensorflow_session_parallelism"]
+    quota = limits.usable_cores if limits.cpu_limited else 0
+    return (flags["tensorflow_intra_op_parallelism"] or both or quota,
+            flags["tensorflow_inter_op_parallelism"] or both or quota)
+
+
+def _thread_flags(flags: dict, limits: Limits) -> dict:
+    """``flags`` with the thread counts whose defaults follow the visible cores (REST model
+    calls, gRPC) following the usable ones under a CPU quota. Workers get the parent's values
+    on their command line (split over them, server/flags.py ``worker_flags``)."""
+    if not limits.cpu_limited or worker_context() is not None:
+        return flags
+    table, changed = defaults(), dict(flags)
+    for name in ("rest_api_num_threads", "grpc_max_threads"):  # default: 4 x visible cores
+        if flags.get(name) == table[name]:
+            changed[name] = 4 * limits.usable_cores
+    return changed
+
+
+def _log_resources(flags: dict, limits: Limits, count: int, reason: str) -> None:
+    """The start-up line: which limits were read, and what was chosen from them."""
+    intra, inter = _tf_threads(flags, limits)
+    tf_threads = f"{intra or 'default'}/{inter or 'default'}"
+    limited = limits.memory_limit is not None or limits.cpu_quota is not None
+    if flags["workers"].strip().lower() == "auto" and count > 1:
+        workers = (f"--workers=auto -> up to {count} worker(s) ({reason}; counted again with "
+                   "the first worker's size)")
+    else:
+        workers = f"--workers={flags['workers']} -> {count} worker(s) ({reason})"
+    log.info("%s: %s; %s; TF threads %s", "container limits" if limited else "resources",
+             limits.describe(), workers, tf_threads)
+
+
+def _configure_tensorflow(flags: dict, limits: Limits):
     from tfserve_magic.server import _no_keras
 
     _no_keras.install()
     import tensorflow as tf
 
-    both = flags["tensorflow_session_parallelism"]
-    intra = flags["tensorflow_intra_op_parallelism"] or both
-    inter = flags["tensorflow_inter_op_parallelism"] or both
+    intra, inter = _tf_threads(flags, limits)
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
@@ -156,9 +190,14 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, stop_during_startup) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        if worker_context() is None and planned_count(flags["workers"]) > 1:
-            return _run_parent(flags, argv)
-        return _run(flags, argv, previous)
+        limits = read_limits()
+        flags = _thread_flags(flags, limits)
+        if worker_context() is None:
+            count, reason = plan(flags["workers"])
+            _log_resources(flags, limits, count, reason)
+            if count > 1:
+                return _run_parent(flags, argv)
+        return _run(flags, argv, previous, limits)
     except _Stopping:
         log.info("Stopped during start-up")
         return 0
@@ -197,7 +236,7 @@ def _watch_owner(flags: dict, on_gone) -> None:
         watch_parent(flags["parent_pid"], on_gone, others)
 
 
-def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
+def _run(flags: dict, argv: list[str], previous_handlers: dict, limits: Limits) -> int:
     from tfserve_magic.server import config as cfg
 
     _watch_owner(flags, lambda: os.kill(os.getpid(), signal.SIGTERM))
@@ -219,7 +258,7 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
         log.error("Failed to start server. Error: %s", exc)
         return 1
 
-    tf = _configure_tensorflow(flags)
+    tf = _configure_tensorflow(flags, limits)
     from tfserve_magic.server.grpc_server import GrpcStartError
     from tfserve_magic.server.metrics import ServerMetrics
     from tfserve_magic.server.models import ModelManager
@@ -239,7 +278,7 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
     started = time.perf_counter()
     errors = manager.initial_load(
         wait_for_versions=flags["file_system_poll_wait_seconds"] > 0,
-        max_parallel=flags["num_load_threads"] or 4 * _CPUS,
+        max_parallel=flags["num_load_threads"] or 4 * limits.usable_cores,
     )
     if errors:
         log.error(
