@@ -262,6 +262,31 @@ def test_headroom_inside_a_real_cgroup(cgroups):
     assert done.stdout.strip() == "fits", done.stdout + done.stderr
 
 
+START = ("import sys, tfserve_magic as tfm\n"
+         "try:\n"
+         "    tfm.start('Tight', sys.argv[1], port=0, timeout=60)\n"
+         "except tfm.StartError as exc:\n"
+         "    print('refused:', exc.reason)\n"
+         "else:\n"
+         "    tfm.stop(all=True)\n"
+         "    print('started')\n")
+
+
+def test_start_refuses_when_not_one_more_server_fits(cgroups, mlp_export, tmp_path):
+    """`%tfserve start`'s path: the manager says so with the numbers instead of launching a
+    server the out-of-memory killer would then pick among (maybe the kernel itself)."""
+    group = cgroups(cpu=False)
+    group.set("memory.limit_in_bytes", 128 * MIB)
+    env = {**server_env(), "TFSERVE_MAGIC_HOME": str(tmp_path / "home")}
+    done = subprocess.run(group.wrap([sys.executable, "-c", START, str(mlp_export)]),
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout.strip()
+    assert out.startswith("refused: not enough memory for one more server process"), out
+    assert "limit is 128 MiB" in out and "one server needs about" in out
+    assert not list((tmp_path / "home").glob("Tight*.json"))  # nothing was launched
+
+
 NOTEBOOK = """
 import json, sys
 from tfserve_magic import demo

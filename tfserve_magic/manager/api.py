@@ -33,21 +33,19 @@ from tfserve_magic.manager.state import (
 from tfserve_magic.manager.views import ServerTable
 from tfserve_magic.records import ServerRecord
 from tfserve_magic.registry import all_records, state_dir
+from tfserve_magic.server.resources import check_headroom
 
 DEFAULT_PORT_RETRIES = 100
 _lock = threading.Lock()
 
 
 def default_workers() -> str:
-    """``%tfserve start``'s worker count: one process on small machines (Binder: 1-2 GB, a core
-    or two), else ``auto`` (one per usable core, as many as the free memory holds)."""
-    from tfserve_magic.server.sizing import usable_cpus
+    """``%tfserve start``'s worker count: one process in a small container or machine (Binder:
+    1-2 GB, a core or two, whatever the host has), else ``auto`` (one per usable core, as many
+    as the free memory holds). Reads the container's cgroup limits (server/resources.py)."""
+    from tfserve_magic.server.sizing import default_workers_text
 
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 0
-    return "1" if usable_cpus() <= 2 or total < 4 * 2**30 else "auto"
+    return default_workers_text()[0]
 
 
 def start_result(
@@ -98,6 +96,9 @@ def start_result(
                 return reused
         for warning in request.gpu_plan.warnings:
             warnings.warn(warning, GpuMemoryWarning, stacklevel=3)
+        shortage = check_headroom()  # rather than let the out-of-memory killer pick the kernel
+        if shortage:
+            raise StartError(shortage)
         return launch(spec, request, progress)
 
 

@@ -62,7 +62,7 @@ TF_SERVING: dict[str, Flag] = {
         int, 0, "retries of a failed version load (TF Serving: 5; see docs/compatibility.md)"
     ),
     "load_retry_interval_micros": Flag(int, 60_000_000, "wait between load retries"),
-    "num_load_threads": Flag(int, 0, "models loaded in parallel at start-up (0: 4 x CPUs)"),
+    "num_load_threads": Flag(int, 0, "models loaded in parallel at start-up (0: 4 x usable cores)"),
     "version": Flag(bool, False, "print the versions and exit"),
 }
 
