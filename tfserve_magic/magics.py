@@ -15,6 +15,7 @@ from traitlets import Bool, Float, Int, Unicode
 from traitlets.config.configurable import Configurable
 
 from tfserve_magic.magic_args import MagicArgumentParser
+from tfserve_magic.outputs import TASKS
 
 SUBCOMMANDS = {
     "export": "write MODEL as the next numbered SavedModel version under BASE_PATH",
@@ -328,12 +329,23 @@ class TFServeMagics(Magics, Configurable):
         p.add_argument("--a", default="latest", help="version N, label L, or NAME[@N|:L] (default: latest)")
         p.add_argument("--b", required=True, help="version N, label L, or NAME[@N|:L]")
         p.add_argument("-n", type=int, default=500)
+        p.add_argument("--task", choices=TASKS,
+                       help="how to read the outputs (default: inferred, the reason shown)")
+        p.add_argument("--class-names", dest="class_names", metavar="A,B,C",
+                       help="names of the classes, comma-separated or a list variable")
+        p.add_argument("--threshold", type=float, default=0.5, metavar="T",
+                       help="probability threshold of binary and multi-label models")
 
     def _cmd_compare(self, args):
+        from tfserve_magic import inputs
+        from tfserve_magic.predict_magic import class_names_arg
         from tfserve_magic.widgets import VersionCompare
 
         x, y = self._value(args.x, "inputs"), self._value(args.y, "labels")
-        return self._widget(VersionCompare, args.name, x[: args.n], y[: args.n], a=args.a, b=args.b)
+        names = class_names_arg(self, args.class_names) if args.class_names else None
+        return self._widget(VersionCompare, args.name, inputs.take(x, args.n), y[: args.n],
+                            a=args.a, b=args.b, task=args.task, class_names=names,
+                            threshold=args.threshold)
 
     def _widget(self, cls, *args, **kwargs):
         from tfserve_magic._restart import restarter

@@ -162,7 +162,7 @@ def run_predict_magic(magics, line: str, cell: str | None):
         raise UsageError(f"-o needs a variable name, got {args.output!r}")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold needs a probability within 0..1, got {args.threshold}")
-    class_names = _class_names(magics, args.class_names) if args.class_names else None
+    class_names = class_names_arg(magics, args.class_names) if args.class_names else None
 
     from tfserve_magic.client import ServingError
 
@@ -233,7 +233,7 @@ def _client(magics, name: str, protocol: str = "rest"):
     return fresh
 
 
-def _class_names(magics, text: str) -> list[str]:
+def class_names_arg(magics, text: str) -> list[str]:
     """``--class-names``: ``a,b,c``, or a variable / expression holding a list of names."""
     text = text.strip()
     if text in magics.shell.user_ns or text[:1] in "[(":
