@@ -443,3 +443,16 @@ def test_parse_input_signature(text, expected):
 def test_parse_input_signature_errors(text):
     with pytest.raises(ExportError):
         parse_input_signature(text)
+
+
+def test_an_input_named_like_a_keyword_gets_a_plain_error_and_leaves_nothing(tmp_path):
+    """The Titanic tutorial's `class` column: TensorFlow cannot name a signature parameter so;
+    the error says which input and how to fix it, and no version folder is left."""
+    first = keras.Input(shape=(1,), name="class")
+    age = keras.Input(shape=(1,), name="age")
+    out = keras.layers.Dense(1)(keras.layers.Concatenate()([first, age]))
+    model = keras.Model({"class": first, "age": age}, out)
+    with pytest.raises(ExportError, match=r"the input name 'class' is a Python keyword.*"
+                                          r"rename that keras.Input"):
+        export_model(model, tmp_path / "titanic")
+    assert [p.name for p in (tmp_path / "titanic").iterdir()] == []

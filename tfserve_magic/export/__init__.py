@@ -60,6 +60,9 @@ def _gist(exc: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_KEYWORD_PARAMETER = re.compile(r"'(\w+)' is not a valid parameter name")
+
+
 def export_model(
     model,
     base_path,
@@ -123,6 +126,12 @@ def export_model(
             raise
         except Exception as exc:
             said = f"TensorFlow could not write the model: {type(exc).__name__}: {_gist(exc)}"
+            bad_name = _KEYWORD_PARAMETER.search(str(exc))
+            if bad_name:  # TF names signature parameters after the inputs: a keyword cannot be one
+                said = (f"the input name {bad_name.group(1)!r} is a Python keyword, which a "
+                        "SavedModel signature cannot take as a parameter name: rename that "
+                        f"keras.Input (for example name='{bad_name.group(1)}_') and the column "
+                        f"you feed it. {said}")
             if out_of_space(exc):
                 said = f"{no_space_message(base, exc)}. {said}"
             raise ExportError(said) from exc
