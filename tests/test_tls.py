@@ -20,7 +20,7 @@ import requests
 
 from tests.fixtures.server import server_env, start_server
 from tests.helpers.snippets import response_of, run_snippet
-from tfserve_magic.client import Client, ServingError
+from tfserve_magic.client import Client, ServingError, TlsError
 from tfserve_magic.records import ServerInfo
 from tfserve_magic.server.flags import parse_flags, worker_flags
 
@@ -166,12 +166,17 @@ def test_client_verify_requires_a_client_certificate_over_grpc(strict, certs):
     for client_name in (None, "stranger"):
         with pytest.raises(grpc.RpcError):
             official_predict(target, credentials(certs, client=client_name), 10, "Strict")
+    pair = {"certificate_chain": certs / "client.pem", "private_key": certs / "client.key"}
     with Client(target, "Strict", protocol="grpc", root_certificates=certs / "ca.pem",
-                certificate_chain=certs / "client.pem", private_key=certs / "client.key") as c:
+                server_name="localhost", **pair) as c:
         assert c.predict(X).outputs.tolist() == Y
     with Client(target, "Strict", protocol="grpc", root_certificates=certs / "ca.pem",
+                server_name="elsewhere.example", retries=0, timeout=10, **pair) as c:
+        with pytest.raises(TlsError, match="CERTIFICATE_VERIFY_FAILED"):
+            c.predict({"x": X})
+    with Client(target, "Strict", protocol="grpc", root_certificates=certs / "ca.pem",
                 retries=0, timeout=10) as c:
-        with pytest.raises(ServingError):
+        with pytest.raises(TlsError, match="requires a client certificate"):
             c.predict(X)
 
 
@@ -193,10 +198,15 @@ def test_https_rest_with_client_verification(strict, certs):
             requests.get(f"{url}/v1/models/Strict", timeout=10, **options)
     with pytest.raises(requests.exceptions.ConnectionError):  # plain HTTP on the TLS port
         requests.get(url.replace("https://", "http://") + "/v1/models/Strict", timeout=10)
-    with Client(f"{url}/v1/models/Strict", verify=certs / "ca.pem", cert=pair) as client:
+    with Client(f"{url}/v1/models/Strict", verify=certs / "ca.pem", cert=pair,
+                server_name="localhost") as client:
         assert client.predict(X).outputs.tolist() == Y
     with Client(f"{url}/v1/models/Strict", verify=certs / "ca.pem", retries=0) as client:
-        with pytest.raises(ServingError, match="TLS handshake"):
+        with pytest.raises(TlsError, match="requires a client certificate"):
+            client.predict(X)
+    with Client(f"{url}/v1/models/Strict", verify=certs / "ca.pem", cert=pair, retries=0,
+                server_name="elsewhere.example") as client:
+        with pytest.raises(TlsError, match="CERTIFICATE_VERIFY_FAILED"):
             client.predict(X)
 
 

@@ -26,7 +26,7 @@ KEY_ENV = "TFSERVE_MAGIC_CLIENT_KEY"
 @dataclass(frozen=True)
 class ClientTls:
     """``ca``: a PEM file to trust (None: the system's roots); ``verify``: False skips checking
-    the server (REST only); ``cert``/``key``: the client's PEM files (or PEM bytes, gRPC);
+    the server (REST only: gRPC always checks); ``cert``/``key``: the client's PEM files (or PEM bytes, gRPC);
     ``server_name``: the name the server's certificate must hold when it differs from the
     address dialled (e.g. the server's DNS name while dialling 127.0.0.1)."""
 
@@ -52,9 +52,6 @@ class ClientTls:
     def channel_credentials(self):
         import grpc
 
-        if not self.verify:
-            raise ValueError("gRPC always checks the server's certificate: pass "
-                             "root_certificates= instead of verify=False")
         return grpc.ssl_channel_credentials(
             root_certificates=_read(self.ca, "root_certificates"),
             private_key=_read(self.key, "private_key"),
