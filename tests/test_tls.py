@@ -251,6 +251,9 @@ def test_predict_magic_and_snippets_against_a_tls_server(secured, certs, capsys)
     code = _snippet(capsys.readouterr().out, "curl -sS")
     assert "--cacert " in code and "https://127.0.0.1:" in code
     assert response_of("curl", run_snippet("curl", code)) == {"predictions": Y}
+    secured.run_cell_magic("predict", "Secured --grpc --show curl", "x")
+    code = _snippet(capsys.readouterr().out, "curl -sS")
+    assert response_of("curl", run_snippet("curl", code)) == {"predictions": Y}
     secured.run_cell_magic("predict", "Secured --show python", "x")
     code = _snippet(capsys.readouterr().out, "import requests")
     assert "verify=" in code
