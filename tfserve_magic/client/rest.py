@@ -15,7 +15,7 @@ import requests
 
 from tfserve_magic.client.base import Client, ConnectionLost, TlsError
 from tfserve_magic.client.body import RowBatch, with_signature
-from tfserve_magic.client.tls import handshake_problem, recorded_tls, rest_tls
+from tfserve_magic.client.tls import ClientTls, handshake_problem, recorded_tls, rest_tls
 from tfserve_magic.results import ModelMetadata, Prediction, ServingError, describe_value
 from tfserve_magic.wire_json import decode_json, encode_json, is_b64, to_array
 
@@ -46,6 +46,8 @@ class RestClient(Client):
         https = self.rest_url.lower().startswith("https://")
         self.tls = rest_tls(verify, cert, server_name,
                             recorded_tls(self.server_name) if https else None)
+        # what a failed connection is checked with (the system's roots when nothing was said)
+        self._tls_probe = self.tls or (ClientTls() if https else None)
         self._session = requests.Session()
         self._tls_arguments = {}  # per request: REQUESTS_CA_BUNDLE would override the session's
         if self.tls is not None:
@@ -102,14 +104,15 @@ class RestClient(Client):
                 )
             content = response.content
         except requests.exceptions.SSLError as exc:  # no resend: the handshake was refused
-            reason = handshake_problem(self.rest_url, self.tls, "http/1.1") if self.tls else None
+            reason = handshake_problem(self.rest_url, self._tls_probe or ClientTls(), "http/1.1")
             raise TlsError(None, f"TLS handshake with {self.rest_url} failed: "
                            f"{reason or type(exc).__name__}{_TLS_ADVICE}", url=url) from None
         except (requests.Timeout, requests.ConnectionError) as exc:
             # a read timeout while the body streams in arrives as a ConnectionError
             if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():
                 raise self._timeout_error(timeout, url) from None
-            problem = self.tls and handshake_problem(self.rest_url, self.tls, "http/1.1")
+            problem = self._tls_probe and handshake_problem(self.rest_url, self._tls_probe,
+                                                            "http/1.1")
             if problem:
                 raise TlsError(None, f"TLS handshake with {self.rest_url} failed: {problem}"
                                f"{_TLS_ADVICE}", url=url) from None
