@@ -358,8 +358,12 @@ def _snippet(magics, client, args, body) -> str:
                                          version=args.version, label=args.label)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"--show grpc: {exc}") from None
-        return grpc_snippet(grpc.target, request, timeout=grpc.timeout).code
-    code = request_snippet(args.show, _rest_predict_url(client, args), body).code
+        return grpc_snippet(grpc.target, request, timeout=grpc.timeout, tls=grpc.tls).code
+    url = _rest_predict_url(client, args)
+    tls = client.tls if client.protocol == "rest" else None
+    if client.protocol == "grpc" and url.startswith("https://"):  # the REST port's settings
+        tls = _client(magics, args.name, "rest").tls
+    code = request_snippet(args.show, url, body, tls=tls).code
     if client.protocol == "grpc":
         comment = "//" if args.show == "node" else "#"
         code = f"{comment} the REST request equivalent to the gRPC request sent\n{code}"

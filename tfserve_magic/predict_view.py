@@ -319,12 +319,14 @@ def request_snippet(
     *,
     max_inline: int = 2000,
     body_dir: str | os.PathLike | None = None,
+    tls=None,
 ) -> RequestSnippet:
     """curl, Python ``requests`` or Node.js code that sends ``body`` to ``url``.
 
     ``body`` is the exact bytes/str that were sent, or a dict (encoded as the client encodes
     it). A body longer than ``max_inline`` characters is written in full to a file that the
-    code reads, and only an abridged preview, marked as such, is shown inline.
+    code reads, and only an abridged preview, marked as such, is shown inline. ``tls``: the
+    client's ``tfserve_magic.client.tls.ClientTls``, written as the matching options.
     """
     if kind not in SNIPPET_KINDS or kind == "grpc":
         kinds = ", ".join(k for k in SNIPPET_KINDS if k != "grpc")
@@ -342,7 +344,27 @@ def request_snippet(
         path = _save_body(data, url, body_dir)
         preview = _preview(data, max_inline // 4)
     maker = {"curl": _curl, "python": _python, "node": _node}[kind]
-    return RequestSnippet(kind, maker(url, text, path, preview, len(data)), path, len(data))
+    code = maker(url, text, path, preview, len(data))
+    if tls is not None:
+        code = _with_tls(kind, code, tls)
+    return RequestSnippet(kind, code, path, len(data))
+
+
+def _with_tls(kind: str, code: str, tls) -> str:
+    """The code with the client's certificates: curl --cacert/--cert/--key, requests'
+    verify=/cert=, and for Node a note (its fetch takes a CA from the environment only)."""
+    if kind == "curl":
+        options = "".join(f"  {option} \\\n" for option in tls.curl_options())
+        return code.replace(" \\\n", " \\\n" + options, 1)
+    if kind == "python":
+        arguments = "".join(f"    {name}={value!r},\n"
+                            for name, value in tls.requests_arguments().items())
+        return code.replace("    data=body,\n", "    data=body,\n" + arguments, 1)
+    ca = tls.requests_arguments().get("verify")
+    note = f"// HTTPS: run with NODE_EXTRA_CA_CERTS={ca}\n" if isinstance(ca, str) else ""
+    if tls.cert is not None:
+        note += "// (a client certificate needs an https.Agent or undici Agent with cert/key)\n"
+    return note + code
 
 
 def _save_body(data: bytes, url: str, body_dir) -> Path:
@@ -452,10 +474,11 @@ def _node(url: str, text: str, path, preview, size) -> str:
 
 
 def grpc_snippet(target: str, request, *, timeout: float = 30.0, max_inline: int = 2000,
-                 body_dir: str | os.PathLike | None = None) -> RequestSnippet:
+                 body_dir: str | os.PathLike | None = None, tls=None) -> RequestSnippet:
     """Python code with TF Serving's official gRPC stubs that sends ``request`` (a
     ``PredictRequest``) to ``target`` (``host:port``). Inputs are written as numpy literals, or
-    saved to ``.npy`` files the code loads when they are larger than ``max_inline``."""
+    saved to ``.npy`` files the code loads when they are larger than ``max_inline``. ``tls``:
+    the client's ``ClientTls``, written as ``grpc.ssl_channel_credentials``."""
     from tfserve_magic import tensor_proto
 
     spec = request.model_spec
@@ -465,11 +488,7 @@ def grpc_snippet(target: str, request, *, timeout: float = 30.0, max_inline: int
         "import tensorflow as tf",
         "from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc",
         "",
-        "channel = grpc.insecure_channel(",
-        f"    {target!r},",
-        "    options=[('grpc.max_send_message_length', -1),",
-        "             ('grpc.max_receive_message_length', -1)],",
-        ")",
+        *_grpc_channel_lines(target, tls),
         "stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)",
         "request = predict_pb2.PredictRequest()",
         f"request.model_spec.name = {spec.name!r}",
@@ -501,6 +520,26 @@ def grpc_snippet(target: str, request, *, timeout: float = 30.0, max_inline: int
         "print(response.model_spec.version.value, outputs)",
     ]
     return RequestSnippet("grpc", "\n".join(lines), first_path, total)
+
+
+def _grpc_channel_lines(target: str, tls) -> list[str]:
+    options = ["    options=[('grpc.max_send_message_length', -1),",
+               "             ('grpc.max_receive_message_length', -1)],"]
+    if tls is None:
+        return ["channel = grpc.insecure_channel(", f"    {target!r},", *options, ")"]
+    shown = tls.grpc_files()
+    if shown["server_name"]:
+        options[-1] = options[-1][:-2] + ","
+        options.append(f"             ('grpc.ssl_target_name_override', {shown['server_name']!r})],")
+    return [
+        "channel = grpc.secure_channel(",
+        f"    {target!r},",
+        "    grpc.ssl_channel_credentials(",
+        *[f"        {name}=open({path!r}, 'rb').read()," for name, path in shown["files"].items()],
+        "    ),",
+        *options,
+        ")",
+    ]
 
 
 def _numpy_literal(array: np.ndarray) -> str:

@@ -85,6 +85,9 @@ class ServerInfo:
     started: float = 0.0
     workers: tuple = ()  # WorkerInfo, for --workers above 1 (the parent's file)
     restarts: int = 0  # workers replaced since start, all workers together
+    # --ssl_config_file (server/tls.py): {"grpc": True, "rest": HTTPS or not, "client_verify":
+    # bool, "ca": PEM of the certificates a local client trusts}; None: no TLS
+    tls: dict | None = None
     format: int = INFO_FORMAT
 
     def __post_init__(self):
@@ -101,6 +104,10 @@ class ServerInfo:
         _check("backend", self.backend, (str,))
         _check("parent_pid", self.parent_pid, (int,), optional=True)
         _check("started", self.started, (int, float))
+        _check("tls", self.tls, (dict,), optional=True)
+        if self.tls and self.tls.get("rest") and self.url.startswith("http://"):
+            # a REST port that speaks HTTPS has an https:// URL, whoever rebuilt the URL
+            object.__setattr__(self, "url", "https://" + self.url[len("http://"):])
         object.__setattr__(self, "devices", tuple(self.devices))
         object.__setattr__(self, "argv", tuple(self.argv))
         workers = tuple(w if isinstance(w, WorkerInfo) else WorkerInfo(**_known(WorkerInfo, w))

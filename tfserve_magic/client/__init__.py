@@ -13,7 +13,13 @@ No TensorFlow is imported here, and gRPC only when a gRPC client is made.
 
 from __future__ import annotations
 
-from tfserve_magic.client.base import DEFAULT_CHUNK_SIZE, Client, Endpoint, resolve_target
+from tfserve_magic.client.base import (
+    DEFAULT_CHUNK_SIZE,
+    Client,
+    Endpoint,
+    TlsError,
+    resolve_target,
+)
 from tfserve_magic.client.grpc import GrpcClient
 from tfserve_magic.client.rest import RestClient
 from tfserve_magic.results import (
@@ -32,6 +38,7 @@ __all__ = [
     "Endpoint",
     "resolve_target",
     "ServingError",
+    "TlsError",
     "Prediction",
     "ModelMetadata",
     "describe_value",

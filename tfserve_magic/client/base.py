@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from tfserve_magic.client.body import build_predict_body
 from tfserve_magic.results import ModelMetadata, Prediction, ServingError
 
-__all__ = ["Client", "Endpoint", "ConnectionLost", "resolve_target", "DEFAULT_CHUNK_SIZE"]
+__all__ = ["Client", "Endpoint", "ConnectionLost", "TlsError", "resolve_target",
+           "DEFAULT_CHUNK_SIZE"]
 
 DEFAULT_CHUNK_SIZE = 1000
 HINT_TIMEOUT = 5.0  # seconds for the metadata/status calls that build an error hint
@@ -59,6 +60,11 @@ class ConnectionLost(Exception):
         super().__init__(detail)
         self.detail = detail
         self.code = code
+
+
+class TlsError(ServingError):
+    """The TLS handshake failed (certificates not trusted, or a client certificate missing):
+    a server that answers, but not to this client. Never sent again, never hidden."""
 
 
 @dataclass(frozen=True)
@@ -346,6 +352,8 @@ class Client:
         if key not in self._metadata_cache:
             try:
                 meta = self.metadata(version, label)
+            except TlsError:
+                raise
             except ServingError as exc:
                 if exc.status_code is None:  # unreachable now: ask again next time
                     return None

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from tfserve_magic import _protos
-from tfserve_magic.client.base import Client, ConnectionLost
+from tfserve_magic.client.base import Client, ConnectionLost, TlsError
+from tfserve_magic.client.tls import grpc_tls, handshake_problem, recorded_tls
 from tfserve_magic.results import ModelMetadata, Prediction, ServingError, describe_value
 
 __all__ = ["GrpcClient"]
@@ -52,11 +53,20 @@ class GrpcClient(Client):
     Besides ``Client``'s calls: ``target`` (the gRPC ``host:port``), ``build_request(...)``
     (the ``PredictRequest`` that ``predict`` sends) and ``rest_url`` where the registry or the
     ``ServerHandle`` tells the same server's REST address (None otherwise).
+
+    TLS (a server with ``--ssl_config_file``): ``root_certificates`` (the CA to trust; None:
+    gRPC's default roots), ``private_key`` and ``certificate_chain`` (the client's key pair,
+    for ``client_verify``), each PEM bytes or a file path; ``server_name`` when the server's
+    certificate names another host than the target (``grpc.ssl_target_name_override``);
+    ``tls=True`` for TLS with none of these. A server found by name is trusted through its
+    info file (``tfserve_magic.client.tls``).
     """
 
     protocol = "grpc"
 
-    def __init__(self, target, model: str | None = None, **options):
+    def __init__(self, target, model: str | None = None, *, root_certificates=None,
+                 private_key=None, certificate_chain=None, server_name: str | None = None,
+                 tls: bool | None = None, **options):
         import grpc
 
         super().__init__(target, model, **options)
@@ -67,7 +77,14 @@ class GrpcClient(Client):
                 "protocol='rest')"
             )
         self._grpc = grpc
-        self._channel = grpc.insecure_channel(self.grpc_target, options=_OPTIONS)
+        self.tls = grpc_tls(root_certificates, private_key, certificate_chain, server_name, tls,
+                            recorded_tls(self.server_name))
+        if self.tls is None:
+            self._channel = grpc.insecure_channel(self.grpc_target, options=_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(
+                self.grpc_target, self.tls.channel_credentials(),
+                options=_OPTIONS + self.tls.channel_options())
         service = _protos.apis("prediction_service_pb2_grpc")
         models = _protos.apis("model_service_pb2_grpc")
         self._predict_stub = service.PredictionServiceStub(self._channel)
@@ -108,6 +125,15 @@ class GrpcClient(Client):
         except self._grpc.RpcError as exc:
             code = exc.code()
             name = code.name if code is not None else "UNKNOWN"
+            problem = None
+            if name == "UNAVAILABLE" and self.tls is not None:
+                problem = handshake_problem(self.grpc_target, self.tls, "h2") or (
+                    exc.details() if _handshake_failed(exc) else None)
+            if problem:
+                raise TlsError(None, f"TLS handshake with {self.grpc_target} failed: "
+                               f"{problem} (root_certificates= trusts the server; "
+                               "certificate_chain= and private_key= when it asks for a "
+                               "client certificate)", url=self.url, code=name) from None
             if name == "UNAVAILABLE":
                 raise ConnectionLost(exc.details() or name, code=name) from None
             if name == "DEADLINE_EXCEEDED":
@@ -245,6 +271,11 @@ class GrpcClient(Client):
         values = np.asarray([r.value for r in response.result.regressions], dtype=np.float32)
         return Prediction(values, latency_s=seconds, raw=response, request_body=request,
                           url=self.url)
+
+
+def _handshake_failed(exc) -> bool:
+    details = (exc.details() or "").lower()
+    return any(word in details for word in ("ssl", "handshake", "certificate", "tls"))
 
 
 def _make_example(features):

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 import numpy as np
 import requests
 
-from tfserve_magic.client.base import Client, ConnectionLost
+from tfserve_magic.client.base import Client, ConnectionLost, TlsError
 from tfserve_magic.client.body import RowBatch, with_signature
+from tfserve_magic.client.tls import ClientTls, handshake_problem, recorded_tls, rest_tls
 from tfserve_magic.results import ModelMetadata, Prediction, ServingError, describe_value
 from tfserve_magic.wire_json import decode_json, encode_json, is_b64, to_array
 
@@ -26,16 +27,34 @@ class RestClient(Client):
 
     Besides ``Client``'s calls: ``base_url`` (settable: where the server answers now),
     ``model_url(version, label)``, ``predict_json(body)`` (a literal request body).
+
+    HTTPS (``https://`` URLs, or a server started with ``--rest_api_ssl``): ``verify`` and
+    ``cert`` as in ``requests`` (a CA bundle path, True or False; a PEM file or a
+    ``(certificate, key)`` pair of files), ``server_name`` where the certificate names another
+    host than the URL. A server found by name is trusted through its info file
+    (``tfserve_magic.client.tls``).
     """
 
     protocol = "rest"
 
-    def __init__(self, target, model: str | None = None, **options):
+    def __init__(self, target, model: str | None = None, *, verify=None, cert=None,
+                 server_name: str | None = None, **options):
         super().__init__(target, model, **options)
         if not self.rest_url:
             where = f"server {self.server_name!r}" if self.server_name else repr(target)
             raise ValueError(f"{where} has no REST address: use protocol='grpc'")
+        https = self.rest_url.lower().startswith("https://")
+        self.tls = rest_tls(verify, cert, server_name,
+                            recorded_tls(self.server_name) if https else None)
+        # what a failed connection is checked with (the system's roots when nothing was said)
+        self._tls_probe = self.tls or (ClientTls() if https else None)
         self._session = requests.Session()
+        self._tls_arguments = {}  # per request: REQUESTS_CA_BUNDLE would override the session's
+        if self.tls is not None:
+            self._tls_arguments = {"verify": self.tls.requests_verify(),
+                                   "cert": self.tls.requests_cert()}
+            if self.tls.server_name:
+                self._session.mount("https://", _NamedHostAdapter(self.tls.server_name))
 
     @property
     def base_url(self) -> str:
@@ -73,19 +92,30 @@ class RestClient(Client):
         start = time.perf_counter()
         try:
             if data is None:
-                response = self._session.get(url, timeout=timeout or self.timeout)
+                response = self._session.get(url, timeout=timeout or self.timeout,
+                                             **self._tls_arguments)
             else:
                 response = self._session.post(
                     url,
                     data=data,
                     headers={"Content-Type": "application/json"},
                     timeout=timeout or self.timeout,
+                    **self._tls_arguments,
                 )
             content = response.content
+        except requests.exceptions.SSLError as exc:  # no resend: the handshake was refused
+            reason = handshake_problem(self.rest_url, self._tls_probe or ClientTls(), "http/1.1")
+            raise TlsError(None, f"TLS handshake with {self.rest_url} failed: "
+                           f"{reason or type(exc).__name__}{_TLS_ADVICE}", url=url) from None
         except (requests.Timeout, requests.ConnectionError) as exc:
             # a read timeout while the body streams in arrives as a ConnectionError
             if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():
                 raise self._timeout_error(timeout, url) from None
+            problem = self._tls_probe and handshake_problem(self.rest_url, self._tls_probe,
+                                                            "http/1.1")
+            if problem:
+                raise TlsError(None, f"TLS handshake with {self.rest_url} failed: {problem}"
+                               f"{_TLS_ADVICE}", url=url) from None
             raise ConnectionLost(type(exc).__name__) from None
         except requests.RequestException as exc:  # e.g. the answer broke off midway
             raise ServingError(None, f"{type(exc).__name__}: {exc}", url=url) from None
@@ -231,6 +261,23 @@ class RestClient(Client):
         return Prediction(
             values, latency_s=seconds, raw=response, request_body=body, url=self.url
         )
+
+
+class _NamedHostAdapter(requests.adapters.HTTPAdapter):
+    """Checks the server's certificate against ``server_name`` rather than the URL's host (and
+    sends it as SNI): for a certificate made out to a name while the URL dials 127.0.0.1."""
+
+    def __init__(self, server_name: str):
+        self._server_name = server_name
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs.update(assert_hostname=self._server_name, server_hostname=self._server_name)
+        super().init_poolmanager(*args, **kwargs)
+
+
+_TLS_ADVICE = (" (verify=CA_FILE trusts the server; cert=(CERT, KEY) where it asks for a "
+               "client certificate)")
 
 
 def _error_message(content: bytes) -> str:

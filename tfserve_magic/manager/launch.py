@@ -17,7 +17,7 @@ from tfserve_magic import gpu as gpu_policy
 from tfserve_magic import owners
 from tfserve_magic.manager import logfiles
 from tfserve_magic.manager.control import register_atexit, terminate
-from tfserve_magic.manager.rest import live_models
+from tfserve_magic.manager.rest import live_models, requires_client_certificate
 from tfserve_magic.manager.results import Failed, Launched, StartError, TimedOut
 from tfserve_magic.manager.spec import MODEL_SERVER_BINARY, Spec
 from tfserve_magic.manager.state import handle_for, log_path, owners_path, remove_files, save
@@ -166,7 +166,12 @@ def _ready_models(spec: Spec, record: ServerRecord, rest_port: int | None):
         info = read_info(record.info_path)
         if info is None:
             return None
-        live = live_models(info.connect_url, list(info.models or spec.models), timeout=2.0)
+        if requires_client_certificate(info.tls):
+            # HTTPS with client_verify and no client certificate here to ask with: the info
+            # file itself says ready (written once every model's first version is AVAILABLE)
+            live = {name: entry.get("versions", []) for name, entry in info.models.items()}
+        else:
+            live = live_models(info.connect_url, list(info.models or spec.models), timeout=2.0)
     else:
         live = live_models(f"http://127.0.0.1:{rest_port}", spec.models, timeout=1.0)
     return live if live and all(live.values()) else None

@@ -63,6 +63,10 @@ TF_SERVING: dict[str, Flag] = {
     ),
     "load_retry_interval_micros": Flag(int, 60_000_000, "wait between load retries"),
     "num_load_threads": Flag(int, 0, "models loaded in parallel at start-up (0: 4 x usable cores)"),
+    # TLS (server/tls.py)
+    "ssl_config_file": Flag(
+        str, "", "text SSLConfig (PEM key, certificate, custom_ca, client_verify) for gRPC"
+    ),
     "version": Flag(bool, False, "print the versions and exit"),
 }
 
@@ -93,12 +97,15 @@ OURS: dict[str, Flag] = {
     "rest_api_allowed_hosts": Flag(
         str, "", "extra Host names answered when bound to loopback (comma-separated; * any)"
     ),
+    # TLS for REST (server/tls.py; TF Serving serves REST without TLS)
+    "rest_api_ssl": Flag(
+        bool, False, "serve REST over HTTPS with --ssl_config_file (and its client_verify)"
+    ),
 }
 FLAGS: dict[str, Flag] = {**TF_SERVING, **OURS}
 
 # tensorflow_model_server flags this server refuses by name rather than silently ignoring.
 UNSUPPORTED = {
-    "ssl_config_file": "gRPC is served without TLS (bind 127.0.0.1 or use a proxy)",
     "use_alts_credentials": "gRPC is served without ALTS",
     "enable_per_model_batching_parameters": "per-model batching_params.pbtxt is not read",
     "tensorflow_session_config_file": "session ConfigProto files are not supported",
@@ -243,6 +250,8 @@ def check(flags: dict) -> None:
                  "rest_api_body_timeout_seconds", "rest_api_idle_timeout_seconds"):
         if flags[name] <= 0:
             raise FlagError(f"--{name} must be positive")
+    if flags["rest_api_ssl"] and not flags["ssl_config_file"]:
+        raise FlagError("--rest_api_ssl needs --ssl_config_file (its key and certificate)")
     if flags["rest_api_max_connections"] < 0:
         raise FlagError("--rest_api_max_connections must be 0 (automatic) or positive")
 

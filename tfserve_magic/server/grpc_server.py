@@ -523,13 +523,15 @@ class GrpcStartError(RuntimeError):
     """The gRPC server could not listen (TF Serving: "Failed to BuildAndStart gRPC server")."""
 
 
-def start_grpc(flags: dict, manager, metrics=None, batcher=None, *, reuse_port: bool = False):
+def start_grpc(flags: dict, manager, metrics=None, batcher=None, *, reuse_port: bool = False,
+               credentials=None):
     """Build, bind and start the gRPC server; returns ``(grpc.Server, bound TCP port or None)``.
 
     ``--port``: TCP port (0 picks a free one, -1 none); ``--grpc_socket_path`` adds a Unix
     socket. ``reuse_port`` sets SO_REUSEPORT so several worker processes can share one port
     (grpcio turns it on by default on Linux, which would let two servers silently share a
-    port, so it is off unless asked for).
+    port, so it is off unless asked for). ``credentials`` (``--ssl_config_file``, server/tls.py)
+    secure both listeners, as in TF Serving; None serves them without TLS.
     """
     port = flags.get("port", 8500)
     host = flags.get("host", "127.0.0.1") or "0.0.0.0"
@@ -559,16 +561,24 @@ def start_grpc(flags: dict, manager, metrics=None, batcher=None, *, reuse_port: 
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = None
     addresses = []
+
+    def add_port(address: str) -> int:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+
+    log.info("Using %s", "SSL credentials" if credentials is not None
+             else "InsecureServerCredentials")
     try:
         if port is not None and port >= 0:
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            bound = server.add_insecure_port(address)
+            bound = add_port(address)
             if not bound:
                 raise RuntimeError(f"cannot bind {address}")
             addresses.append(f"{host}:{bound}")
         socket_path = flags.get("grpc_socket_path")
         if socket_path:
-            if not server.add_insecure_port(f"unix:{socket_path}"):
+            if not add_port(f"unix:{socket_path}"):
                 raise RuntimeError(f"cannot bind unix:{socket_path}")
             addresses.append(f"unix:{socket_path}")
     except RuntimeError as exc:

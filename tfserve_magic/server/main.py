@@ -177,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return EXIT_LOG_UNWRITABLE
+    try:
+        tls = _read_tls(flags)
+    except ValueError as exc:  # config.ConfigError: the file and the problem
+        log.error("Failed to start server. Error: %s", exc)
+        return 1
     info_file = flags["info_file"]
     if info_file:
         why = _unwritable_info_file(info_file)
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             _log_resources(flags, limits, count, reason)
             if count > 1:
                 return _run_parent(flags, argv)
-        return _run(flags, argv, previous, limits)
+        return _run(flags, argv, previous, limits, tls)
     except _Stopping:
         log.info("Stopped during start-up")
         return 0
@@ -223,6 +228,16 @@ def _run_parent(flags: dict, argv: list[str]) -> int:
     )
 
 
+def _read_tls(flags: dict):
+    """``--ssl_config_file`` checked before any model loads (server/tls.py), or None; the
+    workers' parent checks it too, so a bad file fails the start once, by name."""
+    if not flags["ssl_config_file"]:
+        return None
+    from tfserve_magic.server.tls import read_ssl_config
+
+    return read_ssl_config(flags["ssl_config_file"])
+
+
 def _bind_rest(flags: dict, **options):
     return bind(flags["host"], flags["rest_api_port"], max(0, flags["rest_api_port_retries"]),
                 **options)
@@ -236,7 +251,8 @@ def _watch_owner(flags: dict, on_gone) -> None:
         watch_parent(flags["parent_pid"], on_gone, others)
 
 
-def _run(flags: dict, argv: list[str], previous_handlers: dict, limits: Limits) -> int:
+def _run(flags: dict, argv: list[str], previous_handlers: dict, limits: Limits,
+         tls=None) -> int:
     from tfserve_magic.server import config as cfg
 
     _watch_owner(flags, lambda: os.kill(os.getpid(), signal.SIGTERM))
@@ -311,11 +327,13 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict, limits: Limits) 
         return 1
     port = sock.getsockname()[1]
     devices = [d.name.replace("/device:", "") for d in tf.config.list_logical_devices()]
+    https = tls is not None and flags["rest_api_ssl"]
     info = ServerInfo(
         pid=os.getpid(),
         host=flags["host"],
         port=port,
-        url=client_url(flags["host"], port),
+        url=client_url(flags["host"], port, "https" if https else "http"),
+        tls=tls.info(rest=https) if tls is not None else None,
         backend="python",
         tf_version=tf.__version__,
         devices=tuple(devices),
@@ -326,7 +344,7 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict, limits: Limits) 
     )
     try:
         failed = _serve(flags, manager, metrics, monitoring, batching, sock, info,
-                        previous_handlers)
+                        previous_handlers, tls)
     except GrpcStartError as exc:
         log.error("Failed to start server. Error: %s", exc)
         return 1
@@ -338,7 +356,7 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict, limits: Limits) 
 
 
 def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo,
-           previous_handlers) -> bool:
+           previous_handlers, tls=None) -> bool:
     """Serve until stopped; True when the start failed after the port opened (the info or
     ready file could not be written)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -359,7 +377,8 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo
     )
     worker = worker_context()
     try:
-        grpc_server, info = _start_grpc(flags, manager, metrics, batcher, info, worker)
+        grpc_server, info = _start_grpc(flags, manager, metrics, batcher, info, worker,
+                                        credentials=tls and tls.grpc_credentials())
     except BaseException:
         if batcher is not None:
             batcher.stop()
@@ -419,12 +438,18 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo
         timeout_keep_alive=limits.idle_timeout_s,
         timeout_graceful_shutdown=5,
     )
+    https = tls is not None and flags["rest_api_ssl"]
+    if https:  # ours: TF Serving has no HTTPS
+        config.load()
+        config.ssl = tls.rest_context()
     server = _Server(config)
     if monitoring.prometheus_enabled:
         log.info("Prometheus metrics at %s%s", info.url, monitoring.path)
     log.info(
-        "Exporting HTTP/REST API at:%s:%d ... (uvicorn, %s, %s)",
+        "Exporting HTTP/REST API at:%s:%d ... (uvicorn, %s, %s%s)",
         flags["host"], info.port, http, loop_name,
+        ", HTTPS" + (", client certificates required" if tls.client_verify else "")
+        if https else "",
     )
     channel = None
     if worker is not None:  # status and metrics speak for every worker (server/peers.py)
@@ -471,7 +496,8 @@ def _announcer(server, write, what: str):
     return announce
 
 
-def _start_grpc(flags, manager, metrics, batcher, info: ServerInfo, worker=None):
+def _start_grpc(flags, manager, metrics, batcher, info: ServerInfo, worker=None,
+                credentials=None):
     """Open the gRPC port (after the initial load, like TF Serving); returns the gRPC server
     (None when off) and ``info`` with its port.
 
@@ -486,7 +512,8 @@ def _start_grpc(flags, manager, metrics, batcher, info: ServerInfo, worker=None)
     if worker is not None and worker.index != 0:
         flags = {**flags, "grpc_socket_path": ""}
     try:
-        server, port = start_grpc(flags, manager, metrics, batcher, reuse_port=worker is not None)
+        server, port = start_grpc(flags, manager, metrics, batcher, reuse_port=worker is not None,
+                                  credentials=credentials)
     except GrpcStartError as exc:
         if explicit or flags["grpc_socket_path"]:
             raise
