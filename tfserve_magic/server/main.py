@@ -70,6 +70,31 @@ FLAGS: dict[str, Flag] = {
     "load_retry_interval_micros": Flag(int, 60_000_000, "wait between load retries"),
     "num_load_threads": Flag(int, 0, "models loaded in parallel at start-up (0: 4 x CPUs)"),
     "version": Flag(bool, False, "print the versions and exit"),
+    # [issue 22 hook] begin: TF Serving's session and warm-up flags (server/warmup.py,
+    # server/session_config.py, server/signature_check.py, server/batching_per_model.py)
+    "enable_model_warmup": Flag(
+        bool, True, "replay <version>/assets.extra/tf_serving_warmup_requests at load"
+    ),
+    "num_request_iterations_for_warmup": Flag(
+        int, 0, "times each warm-up record is replayed (used only if > 0; otherwise once)"
+    ),
+    "enable_per_model_batching_parameters": Flag(
+        bool, False, "with --enable_batching: batch a version by its batching_params.pbtxt "
+        "(versions without one are not batched)"
+    ),
+    "tensorflow_session_config_file": Flag(
+        str, "", "text ConfigProto (threads, soft placement, GPU options); thread and GPU "
+        "fraction flags override it"
+    ),
+    "per_process_gpu_memory_fraction": Flag(
+        float, 0.0, "per-GPU memory limit as a fraction of its memory (0: TensorFlow's choice)"
+    ),
+    "xla_cpu_compilation_enabled": Flag(bool, False, "allow XLA:CPU JIT (global_jit_level)"),
+    "xla_gpu_compilation_enabled": Flag(bool, False, "allow XLA JIT on CPU and GPU"),
+    "enable_signature_method_name_check": Flag(
+        bool, False, "check that a signature's method_name fits the API called"
+    ),
+    # [issue 22 hook] end
     # Our additions (docs/compatibility.md).
     "host": Flag(str, "127.0.0.1", "bind address (TF Serving binds all interfaces)"),
     "rest_api_port_retries": Flag(int, 0, "if the REST port is taken, try the next N ports"),
@@ -106,22 +131,14 @@ OUR_FLAGS = ("host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_f
 UNSUPPORTED = {
     "ssl_config_file": "gRPC is served without TLS (bind 127.0.0.1 or use a proxy)",
     "use_alts_credentials": "gRPC is served without ALTS",
-    "enable_per_model_batching_parameters": "per-model batching_params.pbtxt is not read",
-    "tensorflow_session_config_file": "session ConfigProto files are not supported",
     "platform_config_file": "platform config files are not supported",
-    "per_process_gpu_memory_fraction": "use tfserve_magic's gpu option instead",
     "num_unload_threads": "unloads happen on the poll thread",
     "flush_filesystem_caches": "not applicable",
-    "enable_model_warmup": "warm-up request replay is not implemented",
-    "num_request_iterations_for_warmup": "warm-up request replay is not implemented",
-    "enable_signature_method_name_check": "method names are never checked",
     "enable_profiler": "the profiler service is not served",
     "remove_unused_fields_from_bundle_metagraph": "not applicable",
     "prefer_tflite_model": "TF Lite models are not served",
     "num_tflite_pools": "TF Lite models are not served",
     "num_tflite_interpreters_per_pool": "TF Lite models are not served",
-    "xla_cpu_compilation_enabled": "XLA compilation flags are not supported",
-    "xla_gpu_compilation_enabled": "XLA compilation flags are not supported",
     "mixed_precision": "mixed precision is not supported",
     "thread_pool_factory_config_file": "not supported",
     "enable_serialization_as_tensor_content": "gRPC responses always use the typed fields",
@@ -391,13 +408,9 @@ def _configure_tensorflow(flags: dict):
     _no_keras.install()
     import tensorflow as tf
 
-    both = flags["tensorflow_session_parallelism"]
-    intra = flags["tensorflow_intra_op_parallelism"] or both
-    inter = flags["tensorflow_inter_op_parallelism"] or both
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    from tfserve_magic.server import session_config  # [issue 22 hook]
+
+    session_config.apply(tf, flags)  # [issue 22 hook] threads, ConfigProto file, GPU, XLA
     return tf
 
 
@@ -477,12 +490,20 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
         log.error("Failed to start server. Error: %s", exc)
         return 1
 
-    tf = _configure_tensorflow(flags)
+    try:  # [issue 22 hook] a bad session config file stops the start
+        tf = _configure_tensorflow(flags)
+    except cfg.ConfigError as exc:
+        log.error("Failed to start server. Error: %s", exc)
+        return 1
     from tfserve_magic.server.grpc_server import GrpcStartError
     from tfserve_magic.server.metrics import ServerMetrics
     from tfserve_magic.server.models import ModelManager
 
     metrics = ServerMetrics()
+    from tfserve_magic.server import signature_check, warmup  # [issue 22 hook]
+
+    warmup.configure(flags, metrics, batching)  # [issue 22 hook]
+    signature_check.configure(flags)  # [issue 22 hook]
     manager = ModelManager(
         specs,
         tags=[t.strip() for t in flags["saved_model_tags"].split(",") if t.strip()],
@@ -566,14 +587,11 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
     import uvicorn
 
     from tfserve_magic.server import limits as conn_limits
+    from tfserve_magic.server import warmup  # [issue 22 hook]
     from tfserve_magic.server.app import ServingApp
     from tfserve_magic.server.guard import RequestGuard
 
-    batcher = None
-    if batching is not None:
-        from tfserve_magic.server.batching import BatchScheduler
-
-        batcher = BatchScheduler(batching, metrics)
+    batcher = warmup.shared_batcher()  # [issue 22 hook] the one warm-up used (None: no batching)
     executor = ThreadPoolExecutor(
         max_workers=max(1, flags["rest_api_num_threads"]), thread_name_prefix="model-call"
     )
