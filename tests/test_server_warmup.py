@@ -13,6 +13,7 @@ import requests
 
 from tests.fixtures.server import start_server
 from tests.test_server_reload import publish, wait_for
+from tests.test_server_workers import _metric
 
 MONITORING = "prometheus_config { enable: true }\n"
 
@@ -81,13 +82,7 @@ def every_kind_of_log() -> list[bytes]:
 
 def metric(server, name: str, **labels) -> float:
     text = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=10).text
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return _metric(text, name, **labels)
 
 
 def predict(server, model: str, instances, signature=None):
@@ -258,7 +253,10 @@ def _bad_files():
 
 def test_bad_warmup_fails_the_load_while_the_old_version_serves(half_copy, server_test_models,
                                                                 tmp_path):
-    server = start_server(half_copy, "--file_system_poll_wait_seconds=0.5", model_name="half",
+    monitoring = tmp_path / "monitoring.pbtxt"
+    monitoring.write_text(MONITORING)
+    server = start_server(half_copy, "--file_system_poll_wait_seconds=0.5",
+                          f"--monitoring_config_file={monitoring}", model_name="half",
                           workdir=tmp_path)
     try:
         for version, (name, writer, code, pattern) in enumerate(_bad_files(), start=2):
@@ -277,6 +275,14 @@ def test_bad_warmup_fails_the_load_while_the_old_version_serves(half_copy, serve
             assert entry["status"]["error_code"] == code, (name, entry)
             assert re.search(pattern, entry["status"]["error_message"]), (name, entry)
             assert predict(server, "half", [2.0]).json() == {"predictions": [3.0]}, name
+        # as TF Serving: the metrics record a read that ended in the reader (framing), not a
+        # record or request that failed
+        text = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=10).text
+        assert _metric(text, ":tensorflow:serving:model_warmup_latency_count",
+                       model_path=str(half_copy / "2"),
+                       status="DATA_LOSS: corrupted record at 12") == 1
+        assert _metric(text, ":tensorflow:serving:model_warmup_latency_count",
+                       model_path=str(half_copy / "5")) == 0  # the failing request
         # exactly 1,000 records load
         source = tmp_path / "src-limit"
         shutil.copytree(server_test_models["half"] / "2", source)

@@ -106,6 +106,10 @@ def replay(servable) -> None:
     count, status = _replay_file(servable, path, iterations)
     micros = int((time.perf_counter() - started) * 1e6)
     _record_metrics(servable.path, status, micros, count)
+    if isinstance(status, tf_errors().DataLossError):
+        raise tf_errors().DataLossError(
+            None, None,
+            f"{status.message}. Please verify your warmup data is in TFRecord format.")
     if status is not None:
         raise status
     log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d. "
@@ -143,12 +147,15 @@ def _replay_file(servable, path: str, iterations: int):
                     f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}"))
     except _ReplayFailed as failed:
         raise failed.error from None
-    except tf.errors.DataLossError as exc:
-        return count, tf.errors.DataLossError(
-            None, None, f"{exc.message}. Please verify your warmup data is in TFRecord format.")
-    except tf.errors.OpError as exc:  # the reader's other errors (e.g. the file vanished)
+    except tf.errors.OpError as exc:  # framing (DataLossError), or e.g. the file vanished
         return count, exc
     return count, None
+
+
+def tf_errors():
+    from tensorflow.python.framework import errors_impl
+
+    return errors_impl
 
 
 def _raw(record: bytes) -> str:
@@ -198,10 +205,9 @@ def _named(request, servable):
 
 def _tf_error(exc):
     from tensorflow.core.protobuf import error_codes_pb2
-    from tensorflow.python.framework import errors_impl
 
     code = error_codes_pb2.Code.Value(exc.code) if exc.code in error_codes_pb2.Code.keys() else 2
-    return errors_impl.exception_type_from_error_code(code)(None, None, exc.message)
+    return tf_errors().exception_type_from_error_code(code)(None, None, exc.message)
 
 
 def _status_text(error) -> str:
