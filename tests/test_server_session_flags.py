@@ -95,6 +95,10 @@ def test_per_model_batching_parameters(server_test_models, tmp_path):
     (half / "2" / "batching_params.pbtxt").write_text(HALF_PARAMS)
     strings = tmp_path / "strings"
     shutil.copytree(server_test_models["strings"] / "1", strings / "1")
+    import tfserve_magic as tfm
+
+    tfm.write_warmup(half / "2", [1.0, 2.0], n=2)  # replayed through half's batching queue
+    tfm.write_warmup(strings / "1", ["a"], n=1)  # replayed unbatched
     config = tmp_path / "models.pbtxt"
     config.write_text("model_config_list {\n"
                       f'  config {{ name: "half" base_path: "{half}" }}\n'
@@ -117,7 +121,9 @@ def test_per_model_batching_parameters(server_test_models, tmp_path):
         for _ in range(2):  # not batched: the global max_batch_size of 1 does not apply
             assert predict(server, "strings", ["a", "bc", "d"]).json()["predictions"][1][
                 "length"] == 2
-        assert metric(server, ":tensorflow:serving:batching_session:input_batch_size_count") == 3
+        # 2 warm-up records and 3 requests of half; none of strings
+        assert metric(server, ":tensorflow:serving:batching_session:input_batch_size_count") == 5
+        assert "Number of warmup records read: 1." in server.log()
     finally:
         server.stop()
 

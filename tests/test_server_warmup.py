@@ -129,6 +129,22 @@ def test_our_writer_writes_tf_servings_format(half_copy):
         "serving_default", "serving_default", "scalar"]
 
 
+def test_export_hook_reads_data_or_data_per_signature(half_copy):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from tfserve_magic.warmup import write_export_warmup
+
+    def signatures(path):
+        return [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request
+                .model_spec.signature_name for r in tf.data.TFRecordDataset(str(path))]
+
+    path = write_export_warmup(half_copy / "1", {"x": [1.0, 2.0]}, n=5)
+    assert signatures(path) == ["serving_default", "serving_default"]
+    path = write_export_warmup(half_copy / "1", {"scalar": [1.0], "serving_default": [2.0]})
+    assert sorted(signatures(path)) == ["scalar", "serving_default"]
+
+
 def test_writer_refuses_data_that_does_not_fit(half_copy):
     import tfserve_magic as tfm
 

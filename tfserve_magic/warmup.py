@@ -63,6 +63,21 @@ def write_warmup(
     return _write(version_dir / REQUESTS_FILE, records)
 
 
+def write_export_warmup(version_dir, warmup, *, n: int = 10) -> Path:
+    """``export_model(..., warmup=X)``: the exporter's call after writing a version.
+
+    ``X`` is data for ``serving_default``, or ``{signature name: data}`` when every key names
+    one of the version's signatures and not all of them are ``serving_default``'s inputs.
+    """
+    if isinstance(warmup, dict) and warmup:
+        defs = _signature_defs(Path(version_dir), ("serve",))
+        default_inputs = set(defs["serving_default"].inputs) if "serving_default" in defs else set()
+        keys = {str(k) for k in warmup}
+        if keys <= set(defs) and not keys <= default_inputs:
+            return write_warmup(version_dir, warmup, signature=None, n=n)
+    return write_warmup(version_dir, warmup, n=n)
+
+
 def _signature_defs(version_dir: Path, tags) -> dict:
     from tensorflow.python.saved_model import loader_impl
 
