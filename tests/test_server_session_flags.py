@@ -81,10 +81,10 @@ def test_bad_session_config_stops_the_start(server_test_models, tmp_path):
 
 
 def test_flags_that_cannot_apply_are_still_refused(tmp_path):
-    code, out = _run_to_exit(tmp_path, "--ssl_config_file=/x", base=tmp_path)
+    code, out = _run_to_exit(tmp_path, "--use_alts_credentials=true", base=tmp_path)
     assert code == 2
-    assert "--ssl_config_file is a tensorflow_model_server flag that this server does not " \
-           "support" in out
+    assert "--use_alts_credentials is a tensorflow_model_server flag that this server does " \
+           "not support" in out
 
 
 def test_per_model_batching_parameters(server_test_models, tmp_path):

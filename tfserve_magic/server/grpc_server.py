@@ -557,18 +557,21 @@ def start_grpc(flags: dict, manager, metrics=None, batcher=None, *, reuse_port: 
         for name in ("", "ModelService", "PredictionService"):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    from tfserve_magic.server import tls  # [issue 22 hook] --ssl_config_file
+
+    credentials = tls.server_credentials(flags)  # [issue 22 hook]
     bound = None
     addresses = []
     try:
         if port is not None and port >= 0:
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            bound = server.add_insecure_port(address)
+            bound = tls.add_port(server, address, credentials)  # [issue 22 hook]
             if not bound:
                 raise RuntimeError(f"cannot bind {address}")
             addresses.append(f"{host}:{bound}")
         socket_path = flags.get("grpc_socket_path")
         if socket_path:
-            if not server.add_insecure_port(f"unix:{socket_path}"):
+            if not tls.add_port(server, f"unix:{socket_path}", credentials):  # [issue 22 hook]
                 raise RuntimeError(f"cannot bind unix:{socket_path}")
             addresses.append(f"unix:{socket_path}")
     except RuntimeError as exc:

@@ -94,6 +94,9 @@ FLAGS: dict[str, Flag] = {
     "enable_signature_method_name_check": Flag(
         bool, False, "check that a signature's method_name fits the API called"
     ),
+    "ssl_config_file": Flag(
+        str, "", "text SSLConfig (PEM key, certificate, client CA, client_verify): TLS for gRPC"
+    ),
     # [issue 22 hook] end
     # Our additions (docs/compatibility.md).
     "host": Flag(str, "127.0.0.1", "bind address (TF Serving binds all interfaces)"),
@@ -129,7 +132,6 @@ OUR_FLAGS = ("host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_f
 
 # tensorflow_model_server flags this server refuses by name rather than silently ignoring.
 UNSUPPORTED = {
-    "ssl_config_file": "gRPC is served without TLS (bind 127.0.0.1 or use a proxy)",
     "use_alts_credentials": "gRPC is served without ALTS",
     "platform_config_file": "platform config files are not supported",
     "num_unload_threads": "unloads happen on the poll thread",
@@ -486,6 +488,10 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
         if flags["enable_batching"]:
             batching = cfg.parse_batching_parameters(flags["batching_parameters_file"])
         monitoring = cfg.parse_monitoring_config(flags["monitoring_config_file"])
+        if flags["ssl_config_file"]:  # [issue 22 hook] a bad SSL config stops the start
+            from tfserve_magic.server import tls
+
+            tls.read_ssl_config(flags["ssl_config_file"])
     except cfg.ConfigError as exc:
         log.error("Failed to start server. Error: %s", exc)
         return 1
