@@ -122,3 +122,41 @@ def test_bad_ssl_config_stops_the_start(server_test_models, tmp_path):
                              base=server_test_models["half"])
     assert code == 1, out
     assert "server_key and server_cert must hold the PEM text" in out
+
+
+def test_https_rest_is_our_addition(server_test_models, pki, tmp_path):
+    """--rest_api_enable_ssl: the same file serves REST over HTTPS; with client_verify a
+    client certificate from custom_ca is required."""
+    import requests
+
+    for name in ("ca.pem", "client.pem", "client.key", "other_ca.pem"):
+        (tmp_path / name).write_bytes(pki[name])
+    config = _ssl_config(tmp_path, pki, client_verify=True)
+    server = start_server(server_test_models["half"], f"--ssl_config_file={config}",
+                          "--rest_api_enable_ssl", "--workers=2", model_name="half",
+                          workdir=tmp_path)
+    try:
+        assert server.url.startswith("https://127.0.0.1:")
+        url = f"{server.url}/v1/models/half:predict"
+        body = {"instances": [2.0]}
+        client = (str(tmp_path / "client.pem"), str(tmp_path / "client.key"))
+        answer = requests.post(url, json=body, verify=str(tmp_path / "ca.pem"), cert=client,
+                               timeout=30)
+        assert answer.json() == {"predictions": [4.0]}
+        with pytest.raises(requests.exceptions.SSLError):  # server not from this CA
+            requests.post(url, json=body, verify=str(tmp_path / "other_ca.pem"), cert=client,
+                          timeout=30)
+        with pytest.raises(requests.exceptions.RequestException):  # no client certificate
+            requests.post(url, json=body, verify=str(tmp_path / "ca.pem"), timeout=30)
+        with pytest.raises(requests.exceptions.RequestException):  # plain HTTP gets nothing
+            requests.post(url.replace("https://", "http://"), json=body, timeout=30)
+        assert _status(server, pki["ca.pem"], pki["client.key"], pki["client.pem"]) == \
+            "AVAILABLE"
+    finally:
+        server.stop()
+
+
+def test_https_needs_the_ssl_config(tmp_path):
+    code, out = _run_to_exit(tmp_path, "--rest_api_enable_ssl", base=tmp_path)
+    assert code == 1, out
+    assert "--rest_api_enable_ssl needs --ssl_config_file" in out

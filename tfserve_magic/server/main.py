@@ -124,11 +124,15 @@ FLAGS: dict[str, Flag] = {
     "rest_api_allowed_hosts": Flag(
         str, "", "extra Host names answered when bound to loopback (comma-separated; * any)"
     ),
+    "rest_api_enable_ssl": Flag(  # [issue 22 hook] server/tls.py
+        bool, False, "also serve REST over HTTPS with --ssl_config_file (client_verify applies)"
+    ),
 }
 OUR_FLAGS = ("host", "rest_api_port_retries", "rest_api_max_body_bytes", "info_file", "parent_pid",
              "workers", "owners_file", "rest_api_max_header_bytes",
              "rest_api_header_timeout_seconds", "rest_api_body_timeout_seconds",
-             "rest_api_idle_timeout_seconds", "rest_api_max_connections", "rest_api_allowed_hosts")
+             "rest_api_idle_timeout_seconds", "rest_api_max_connections", "rest_api_allowed_hosts",
+             "rest_api_enable_ssl")  # [issue 22 hook] the last entry
 
 # tensorflow_model_server flags this server refuses by name rather than silently ignoring.
 UNSUPPORTED = {
@@ -492,6 +496,11 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
             from tfserve_magic.server import tls
 
             tls.read_ssl_config(flags["ssl_config_file"])
+            rest_ssl = tls.rest_ssl_options(flags)
+        elif flags["rest_api_enable_ssl"]:
+            raise cfg.ConfigError("--rest_api_enable_ssl needs --ssl_config_file")
+        else:
+            rest_ssl = {}
     except cfg.ConfigError as exc:
         log.error("Failed to start server. Error: %s", exc)
         return 1
@@ -575,6 +584,10 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
         "parent_pid": flags["parent_pid"] or None,
         "started": time.time(),
     }
+    from tfserve_magic.server import tls  # [issue 22 hook]
+
+    info["url"] = tls.rest_url(info["url"], flags)  # [issue 22 hook] https:// with TLS
+    flags = {**flags, "_rest_ssl": rest_ssl}  # [issue 22 hook] read by _serve
     try:
         _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_handlers)
     except GrpcStartError as exc:
@@ -664,6 +677,7 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_h
         proxy_headers=False,  # TF Serving ignores X-Forwarded-*; saves a middleware per request
         timeout_keep_alive=limits.idle_timeout_s,
         timeout_graceful_shutdown=5,
+        **flags.get("_rest_ssl", {}),  # [issue 22 hook] --rest_api_enable_ssl
     )
     server = _Server(config)
     if monitoring.prometheus_enabled:

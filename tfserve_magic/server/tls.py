@@ -10,6 +10,7 @@ here because the ``tensorflow-serving-api`` package does not ship ``ssl_config.p
 from __future__ import annotations
 
 import logging
+import ssl
 
 from tfserve_magic.server.config import ConfigError
 
@@ -83,3 +84,53 @@ def add_port(server, address: str, credentials) -> int:
     if credentials is None:
         return server.add_insecure_port(address)
     return server.add_secure_port(address, credentials)
+
+
+# ---- our addition: the same file turns on HTTPS for REST (--rest_api_enable_ssl) ----
+
+
+def rest_enabled(flags: dict) -> bool:
+    return bool(flags.get("rest_api_enable_ssl")) and bool(flags.get("ssl_config_file"))
+
+
+def rest_url(url: str, flags: dict) -> str:
+    """The REST URL clients use: https:// when REST is served over TLS."""
+    if rest_enabled(flags) and url.startswith("http://"):
+        return "https://" + url[len("http://"):]
+    return url
+
+
+def rest_ssl_options(flags: dict) -> dict:
+    """uvicorn.Config arguments for HTTPS (empty for plain HTTP): the server key and
+    certificate of --ssl_config_file, and with client_verify a required client certificate
+    signed by custom_ca."""
+    if not rest_enabled(flags):
+        return {}
+    context = _rest_context(read_ssl_config(flags["ssl_config_file"]))
+    log.info("REST API served over HTTPS%s", " (client certificates required)"
+             if context.verify_mode == ssl.CERT_REQUIRED else "")
+    return {"ssl_context_factory": lambda config, default: context}
+
+
+def _rest_context(config):
+    """An SSLContext from PEM texts (ssl loads key pairs only from files: a private temporary
+    folder holds them for the moment of loading)."""
+    import os
+    import tempfile
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory(prefix="tfserve-tls-") as folder:
+        key = os.path.join(folder, "key.pem")
+        cert = os.path.join(folder, "cert.pem")
+        for path, text in ((key, config.server_key), (cert, config.server_cert)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        try:
+            context.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"SSL config: cannot use server_key/server_cert: {exc}") from None
+    if config.client_verify:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cadata=config.custom_ca)
+    return context

@@ -524,7 +524,8 @@ class Parent:
             **first_info,
             "pid": os.getpid(),
             "port": self.port,
-            "url": server_main._client_url(self.flags["host"], self.port),
+            "url": _tls_url(server_main._client_url(self.flags["host"], self.port),
+                            self.flags),  # [issue 22 hook]
             "argv": self.argv,
             "parent_pid": self.flags["parent_pid"] or None,
             "started": time.time(),
@@ -623,3 +624,9 @@ def write_ready(context: WorkerContext, info: dict) -> None:
     server_main._write_info(str(context.ready_path), {
         **info, "index": context.index, "pid": os.getpid(), "rss_bytes": rss_bytes(),
     })
+
+
+def _tls_url(url: str, flags: dict) -> str:  # [issue 22 hook] https:// with REST over TLS
+    from tfserve_magic.server import tls
+
+    return tls.rest_url(url, flags)
