@@ -71,12 +71,18 @@ def _run_to_exit(tmp_path, *flags, base=None) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def test_bad_session_config_stops_the_start(server_test_models, tmp_path):
-    session = tmp_path / "session.pbtxt"
-    session.write_text("intra_op_parallelism_threads: lots\n")
-    code, out = _run_to_exit(tmp_path, f"--tensorflow_session_config_file={session}",
-                             base=server_test_models["half"])
+def start_fails(tmp_path, base, flag: str, text: str) -> str:
+    """Start with ``--flag=<a file holding text>``; the start must fail (exit 1): its output."""
+    path = tmp_path / f"{flag}.pbtxt"
+    path.write_text(text)
+    code, out = _run_to_exit(tmp_path, f"--{flag}={path}", base=base)
     assert code == 1, out
+    return out
+
+
+def test_bad_session_config_stops_the_start(server_test_models, tmp_path):
+    out = start_fails(tmp_path, server_test_models["half"], "tensorflow_session_config_file",
+                      "intra_op_parallelism_threads: lots\n")
     assert "Failed to start server. Error: Error parsing text-format tensorflow.ConfigProto" in out
 
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from tests.fixtures.server import start_server
-from tests.test_server_session_flags import _run_to_exit
+from tests.test_server_session_flags import _run_to_exit, start_fails
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -116,11 +116,8 @@ def test_tls_with_client_verification(server_test_models, pki, tmp_path):
 
 
 def test_bad_ssl_config_stops_the_start(server_test_models, tmp_path):
-    config = tmp_path / "ssl.pbtxt"
-    config.write_text('server_key: "not pem"\n')
-    code, out = _run_to_exit(tmp_path, f"--ssl_config_file={config}",
-                             base=server_test_models["half"])
-    assert code == 1, out
+    out = start_fails(tmp_path, server_test_models["half"], "ssl_config_file",
+                      'server_key: "not pem"\n')
     assert "server_key and server_cert must hold the PEM text" in out
 
 
