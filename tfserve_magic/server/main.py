@@ -62,13 +62,9 @@ def _configure_tensorflow(flags: dict):
     _no_keras.install()
     import tensorflow as tf
 
-    both = flags["tensorflow_session_parallelism"]
-    intra = flags["tensorflow_intra_op_parallelism"] or both
-    inter = flags["tensorflow_inter_op_parallelism"] or both
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    from tfserve_magic.server import session_config
+
+    session_config.apply(tf, flags)  # threads, ConfigProto file, GPU fraction, XLA (issue 22)
     return tf
 
 
@@ -169,12 +165,19 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
         log.error("Failed to start server. Error: %s", exc)
         return 1
 
-    tf = _configure_tensorflow(flags)
+    try:  # a bad session config file stops the start
+        tf = _configure_tensorflow(flags)
+    except cfg.ConfigError as exc:
+        log.error("Failed to start server. Error: %s", exc)
+        return 1
+    from tfserve_magic.server import signature_check, warmup
     from tfserve_magic.server.grpc_server import GrpcStartError
     from tfserve_magic.server.metrics import ServerMetrics
     from tfserve_magic.server.models import ModelManager
 
     metrics = ServerMetrics()
+    warmup.configure(flags, metrics, batching)  # replay at load, per-model batching (issue 22)
+    signature_check.configure(flags)
     manager = ModelManager(
         specs,
         tags=[t.strip() for t in flags["saved_model_tags"].split(",") if t.strip()],
@@ -254,14 +257,11 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo
     import uvicorn
 
     from tfserve_magic.server import limits as conn_limits
+    from tfserve_magic.server import warmup
     from tfserve_magic.server.app import ServingApp
     from tfserve_magic.server.guard import RequestGuard
 
-    batcher = None
-    if batching is not None:
-        from tfserve_magic.server.batching import BatchScheduler
-
-        batcher = BatchScheduler(batching, metrics)
+    batcher = warmup.shared_batcher()  # the one warm-up used at load (None: no batching)
     executor = ThreadPoolExecutor(
         max_workers=max(1, flags["rest_api_num_threads"]), thread_name_prefix="model-call"
     )
