@@ -212,7 +212,7 @@ def section(result: dict) -> str:
         "## First request with and without warm-up",
         "",
         "A CNN (ten 3x3 convolutions on 64x64x3 images, untrained) exported twice by "
-        "`export_model`, once with `warmup=` three test rows (TF Serving's "
+        "`export_model`, once with `warmup=` three sample images (TF Serving's "
         "`assets.extra/tf_serving_warmup_requests`), served by one worker; one image per "
         "request over REST (`python -m bench.warmup_first_request`). TensorFlow defers graph "
         "optimisation and kernel set-up to a function's first call; with warm-up records the "
@@ -220,7 +220,9 @@ def section(result: dict) -> str:
         "version 2 into the base path and times the first request version 2 answers. Steady: "
         f"median of the next {STEADY_REQUESTS} requests. {result['rounds']} round(s); "
         f"{result['cpus']} CPUs, load average {result['load_average'][0]} at the end (a busy "
-        "shared machine: the first-request times vary with the load, the ratio less).",
+        "shared machine: the first-request times vary with the load, the ratio less). From "
+        f"launch to ready: {med['cold']['start_s']:.1f} s without warm-up, "
+        f"{med['warm']['start_s']:.1f} s with (the replay runs while loading).",
         "",
         "| first request | without warm-up (ms) | with warm-up (ms) | steady without (ms) | "
         "steady with (ms) | without / with |",
