@@ -239,7 +239,7 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
         started=time.time(),
     )
     try:
-        _serve(flags, manager, metrics, monitoring, batching, sock, info, previous_handlers)
+        _serve(flags, manager, metrics, monitoring, sock, info, previous_handlers)
     except GrpcStartError as exc:
         log.error("Failed to start server. Error: %s", exc)
         return 1
@@ -250,7 +250,7 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict) -> int:
     return 0
 
 
-def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo,
+def _serve(flags, manager, metrics, monitoring, sock, info: ServerInfo,
            previous_handlers) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
