@@ -42,7 +42,7 @@ def test_both_flag_forms_and_bools():
     [
         (["--no_such_flag=1"], "Unknown flag --no_such_flag"),
         (["--use_alts_credentials=true"], "--use_alts_credentials is a tensorflow_model_server flag"),
-        (["--enable_model_warmup=false"], "does not support"),
+        (["--enable_profiler=true"], "does not support"),
         (["--rest_api_port=abc"], "expected an integer"),
         (["--enable_batching=maybe"], "expected true or false"),
         (["--model_name"], "needs a value"),

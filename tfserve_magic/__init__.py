@@ -31,6 +31,8 @@ _LAZY = {
     "quiet_tensorflow": "tfserve_magic.quiet",
     "deploy": "tfserve_magic.deployment",
     "DeployError": "tfserve_magic.deployment",
+    "write_warmup": "tfserve_magic.warmup",  # [issue 22 hook]
+    "WarmupError": "tfserve_magic.warmup",  # [issue 22 hook]
 }
 _SUBMODULES = {"datasets", "widgets", "export", "manager", "client", "magics", "server", "deployment"}
 

@@ -137,6 +137,10 @@ class TFServeMagics(Magics, Configurable):
         p.add_argument("--sample", metavar="EXPR", help="probe inputs used to verify the export")
         p.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
         p.add_argument(
+            "--warmup", metavar="EXPR",
+            help="rows (or {signature: rows}) written as TF Serving's warm-up requests",
+        )
+        p.add_argument(
             "--name", help="model name in the printed server command (default: BASE_PATH's name)"
         )
 
@@ -154,6 +158,7 @@ class TFServeMagics(Magics, Configurable):
         if input_signature is not None and input_signature in self.shell.user_ns:
             input_signature = self.shell.user_ns[input_signature]
         sample = self._value(args.sample, "sample") if args.sample else None
+        warmup = self._value(args.warmup, "warmup") if args.warmup else None
         try:
             return export_model(
                 model,
@@ -165,6 +170,7 @@ class TFServeMagics(Magics, Configurable):
                 sample=sample,
                 verify=self.verify_export and not args.no_verify,
                 model_name=args.name,
+                warmup=warmup,
             )
         except ExportError as exc:
             raise UsageError(str(exc)) from None

@@ -69,6 +69,35 @@ def _loader_kind(path: str, tags: list[str]):
     return "tf2", "this version of tfserve_magic has no session fallback; loaded with tf.saved_model.load"
 
 
+def _warmup(path: str) -> dict | None:
+    """The version's TF Serving warm-up file, read as TF Serving reads it: None when there is
+    none, else {"records": n} or {"records": n, "error": why TF Serving would fail the load}."""
+    from tfserve_magic.server.warmup import MAX_RECORDS, requests_path
+
+    file = requests_path(path)
+    if not os.path.exists(file):
+        return None
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    count = 0
+    try:
+        for record in tf.data.TFRecordDataset(file):
+            entry = prediction_log_pb2.PredictionLog()
+            entry.ParseFromString(record.numpy())
+            if entry.WhichOneof("log_type") in ("session_run_log", "predict_streamed_log"):
+                return {"records": count, "error": f"record {count + 1} is a "
+                        f"{entry.WhichOneof('log_type')}, which TF Serving cannot replay"}
+            count += 1
+    except tf.errors.OpError as exc:
+        return {"records": count, "error": f"bad TFRecord framing ({exc.message})"}
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError: reported, not raised
+        return {"records": count, "error": f"record {count + 1} is not a PredictionLog ({exc})"}
+    if count > MAX_RECORDS:
+        return {"records": count, "error": f"more than {MAX_RECORDS} records"}
+    return {"records": count}
+
+
 def probe(paths: list[str], tags: list[str], load: bool) -> dict:
     from tfserve_magic.server import _no_keras
 
@@ -92,6 +121,7 @@ def probe(paths: list[str], tags: list[str], load: bool) -> dict:
         entry["ops"] = sorted(_graph_ops(meta_graph))
         entry["unknown_ops"] = [op for op in entry["ops"] if op_def_registry.get(op) is None]
         entry["signatures"] = _signatures(meta_graph)
+        entry["warmup"] = _warmup(path)
         if not load or entry["unknown_ops"]:
             continue
         before = _rss_bytes()

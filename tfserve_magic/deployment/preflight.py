@@ -39,6 +39,8 @@ class Preflight:
     tag: TagChoice
     findings: list[Finding] = field(default_factory=list)
     writer_versions: dict[str, str | None] = field(default_factory=dict)  # "MLP/1" -> "2.21.0"
+    # "MLP/1" -> records in assets.extra/tf_serving_warmup_requests (None: no such file)
+    warmup_records: dict[str, int | None] = field(default_factory=dict)
     signatures: dict[str, dict] = field(default_factory=dict)  # model -> newest version's sigs
     rss_delta_bytes: int = 0
     tf_version_here: str = ""
@@ -54,11 +56,18 @@ class Preflight:
     def report(self) -> str:
         lines = [f"Preflight: image {self.tag.image}"]
         for key, version in self.writer_versions.items():
-            lines.append(f"  {key}: written by TensorFlow {version or '(not recorded)'}")
+            lines.append(f"  {key}: written by TensorFlow {version or '(not recorded)'}; "
+                         + _warmup_words(self.warmup_records.get(key)))
         if not self.findings:
             lines.append("  no problems found")
         lines += ["  " + str(f).replace("\n", "\n  ") for f in self.findings]
         return "\n".join(lines)
+
+
+def _warmup_words(records: int | None) -> str:
+    if records is None:
+        return "no warm-up requests (assets.extra/tf_serving_warmup_requests)"
+    return f"{records} warm-up request(s), replayed by TF Serving before it serves"
 
 
 def run_probe(paths: list[str], *, load: bool = True, tags=("serve",)) -> dict:
@@ -109,6 +118,7 @@ def check(plan: Plan, *, gpu: bool = False, image_tag: str | None = None,
     here = data.get("tf_version", "")
     findings: list[Finding] = []
     writers: dict[str, str | None] = {}
+    warmups: dict[str, int | None] = {}
     signatures: dict[str, dict] = {}
     rss = 0
     for key, path in paths.items():
@@ -119,6 +129,13 @@ def check(plan: Plan, *, gpu: bool = False, image_tag: str | None = None,
                                     "export the model with `%tfserve export` (tag 'serve')"))
             continue
         writers[key] = entry.get("tensorflow_version")
+        warmup = entry.get("warmup")
+        warmups[key] = warmup["records"] if warmup else None
+        if warmup and "error" in warmup:
+            findings.append(Finding(
+                "error", f"{key}: its warm-up file assets.extra/tf_serving_warmup_requests "
+                f"would fail the load in TF Serving: {warmup['error']}",
+                "write it again with tfm.write_warmup(version_dir, X) or remove it"))
         signatures[model] = entry.get("signatures", {})
         unknown = entry.get("unknown_ops") or []
         if unknown:
@@ -161,4 +178,4 @@ def check(plan: Plan, *, gpu: bool = False, image_tag: str | None = None,
         findings.append(Finding(
             "note", f"versions were written by several TensorFlow releases ({', '.join(older)} "
             f"and {newest}); the image follows the newest"))
-    return Preflight(tag, findings, writers, signatures, rss, here)
+    return Preflight(tag, findings, writers, warmups, signatures, rss, here)

@@ -74,6 +74,7 @@ def export_model(
     sample: Any = None,
     verify: bool = True,
     model_name: str | None = None,
+    warmup: Any = None,
 ) -> ExportResult:
     """Write ``model`` as version ``version`` (default: next free) under ``base_path``.
 
@@ -82,6 +83,8 @@ def export_model(
     ``input_signature``: TensorSpec(s) or text such as ``'float32[None,28,28,1]'``, for models
     whose input shape is unknown. ``sample``: probe inputs for the verification (array, list of
     arrays, or dict by input name); zeros of each signature's shape otherwise.
+    ``warmup``: rows for ``serving_default`` (or ``{signature: rows}``) written as TF Serving's
+    ``assets.extra/tf_serving_warmup_requests`` (``tfserve_magic.warmup``) before the install.
     Raises ``ExportError`` with a message that says how to fix the problem.
     """
     import tensorflow  # noqa: F401  (fail here, clearly, if TensorFlow is missing)
@@ -140,6 +143,7 @@ def export_model(
 
         with quiet():
             described = describe_saved(tf.saved_model.load(str(tmp)))
+        warmup_file = _write_warmup(tmp, warmup) if warmup is not None else None
         target = base / str(version)
         replacing = overwrite and target.exists()
         try:
@@ -167,4 +171,16 @@ def export_model(
         max_abs_diff=worst,
         probe=probe,
         warnings=notes,
+        warmup=target / warmup_file.relative_to(tmp) if warmup_file is not None else None,
     )
+
+
+def _write_warmup(version_dir: Path, warmup) -> Path:
+    """The warm-up records of the scratch version (installed with it, or removed with it)."""
+    from tfserve_magic.warmup import WarmupError, write_export_warmup
+
+    try:
+        with quiet():
+            return write_export_warmup(version_dir, warmup)
+    except WarmupError as exc:
+        raise ExportError(f"warm-up data (warmup=...): {exc}") from None

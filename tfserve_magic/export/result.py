@@ -33,6 +33,8 @@ class ExportResult:
     probe: str = ""
     # e.g. "version 1 ... is being served by MLP ..." (also issued as a ServedVersionWarning)
     warnings: list[str] = field(default_factory=list)
+    # export_model(..., warmup=X): <version>/assets.extra/tf_serving_warmup_requests
+    warmup: Path | None = None
 
     @property
     def server_command(self) -> str:
@@ -69,6 +71,7 @@ class ExportResult:
                 self._verdict(),
                 "",
                 text_table(headers, self._rows()),
+                *([f"Warm-up requests: {self.warmup}"] if self.warmup else []),
                 "",
                 "Serve it with:",
                 f"  {self.server_command}",
@@ -85,7 +88,9 @@ class ExportResult:
             f"<div><b>Exported version {self.version}</b> to <code>{html.escape(str(self.path))}"
             f"</code><br><small>{html.escape(self._verdict())}</small>"
             f"{html_table(headers, self._rows())}"
-            f"<div>Serve it with:</div><pre>{html.escape(self.server_command)}\n"
+            + (f"<div>Warm-up requests: <code>{html.escape(str(self.warmup))}</code></div>"
+               if self.warmup else "")
+            + f"<div>Serve it with:</div><pre>{html.escape(self.server_command)}\n"
             f"{html.escape(self.magic_command)}</pre>"
             + "".join(f"<div><b>Warning:</b> {html.escape(w)}</div>" for w in self.warnings)
             + "</div>"

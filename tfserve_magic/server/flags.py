@@ -68,6 +68,30 @@ TF_SERVING: dict[str, Flag] = {
         str, "", "text SSLConfig (PEM key, certificate, custom_ca, client_verify) for gRPC"
     ),
     "version": Flag(bool, False, "print the versions and exit"),
+    # Issue 22: TF Serving's session and warm-up flags (server/warmup.py,
+    # server/session_config.py, server/signature_check.py, server/batching_per_model.py).
+    "enable_model_warmup": Flag(
+        bool, True, "replay <version>/assets.extra/tf_serving_warmup_requests at load"
+    ),
+    "num_request_iterations_for_warmup": Flag(
+        int, 0, "times each warm-up record is replayed (used only if > 0; otherwise once)"
+    ),
+    "enable_per_model_batching_parameters": Flag(
+        bool, False, "with --enable_batching: batch a version by its batching_params.pbtxt "
+        "(versions without one are not batched)"
+    ),
+    "tensorflow_session_config_file": Flag(
+        str, "", "text ConfigProto (threads, soft placement, GPU options); thread and GPU "
+        "fraction flags override it"
+    ),
+    "per_process_gpu_memory_fraction": Flag(
+        float, 0.0, "per-GPU memory limit as a fraction of its memory (0: TensorFlow's choice)"
+    ),
+    "xla_cpu_compilation_enabled": Flag(bool, False, "allow XLA:CPU JIT (global_jit_level)"),
+    "xla_gpu_compilation_enabled": Flag(bool, False, "allow XLA JIT on CPU and GPU"),
+    "enable_signature_method_name_check": Flag(
+        bool, False, "check that a signature's method_name fits the API called"
+    ),
 }
 
 # tfserve_magic's additions (docs/compatibility.md).
@@ -107,22 +131,14 @@ FLAGS: dict[str, Flag] = {**TF_SERVING, **OURS}
 # tensorflow_model_server flags this server refuses by name rather than silently ignoring.
 UNSUPPORTED = {
     "use_alts_credentials": "gRPC is served without ALTS",
-    "enable_per_model_batching_parameters": "per-model batching_params.pbtxt is not read",
-    "tensorflow_session_config_file": "session ConfigProto files are not supported",
     "platform_config_file": "platform config files are not supported",
-    "per_process_gpu_memory_fraction": "use tfserve_magic's gpu option instead",
     "num_unload_threads": "unloads happen on the poll thread",
     "flush_filesystem_caches": "not applicable",
-    "enable_model_warmup": "warm-up request replay is not implemented",
-    "num_request_iterations_for_warmup": "warm-up request replay is not implemented",
-    "enable_signature_method_name_check": "method names are never checked",
     "enable_profiler": "the profiler service is not served",
     "remove_unused_fields_from_bundle_metagraph": "not applicable",
     "prefer_tflite_model": "TF Lite models are not served",
     "num_tflite_pools": "TF Lite models are not served",
     "num_tflite_interpreters_per_pool": "TF Lite models are not served",
-    "xla_cpu_compilation_enabled": "XLA compilation flags are not supported",
-    "xla_gpu_compilation_enabled": "XLA compilation flags are not supported",
     "mixed_precision": "mixed precision is not supported",
     "thread_pool_factory_config_file": "not supported",
     "enable_serialization_as_tensor_content": "gRPC responses always use the typed fields",

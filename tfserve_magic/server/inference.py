@@ -12,11 +12,13 @@ import time
 
 import numpy as np
 
+from tfserve_magic.server import signature_check  # [issue 22 hook]
 from tfserve_magic.server.status import invalid
 
 
 def timed_run(servable, signature, tensors: dict, *, api: str, metrics=None) -> dict:
     """Call the signature, learn its cost per element and record the runtime latency."""
+    signature_check.check(signature, api)  # [issue 22 hook] --enable_signature_method_name_check
     elements = sum(int(np.size(v)) for v in tensors.values()) or 1
     started = time.perf_counter()
     result = signature.run(tensors)
@@ -50,6 +52,7 @@ def learn(signature, elements: int, seconds: float) -> None:
 
 def batch_key(servable, signature) -> tuple:
     """The batching queue a call joins: one per model, version and signature."""
+    signature_check.check(signature, "predict")  # [issue 22 hook] only predict is batched
     return (servable.model_name, servable.version, signature.name)
 
 

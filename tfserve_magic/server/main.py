@@ -133,11 +133,16 @@ def _configure_tensorflow(flags: dict, limits: Limits):
     _no_keras.install()
     import tensorflow as tf
 
-    intra, inter = _tf_threads(flags, limits)
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    from tfserve_magic.server import session_config
+
+    session_config.apply(tf, flags)  # threads, ConfigProto file, GPU fraction, XLA (issue 22)
+    if limits.cpu_limited:  # pools neither the flags nor the file set follow the usable cores
+        chosen = session_config.read_config(flags)
+        intra, inter = _tf_threads(flags, limits)
+        if not chosen.intra_op_parallelism_threads and intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if not chosen.inter_op_parallelism_threads and inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
     return tf
 
 
@@ -274,12 +279,19 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict, limits: Limits,
         log.error("Failed to start server. Error: %s", exc)
         return 1
 
-    tf = _configure_tensorflow(flags, limits)
+    try:  # a bad session config file stops the start
+        tf = _configure_tensorflow(flags, limits)
+    except cfg.ConfigError as exc:
+        log.error("Failed to start server. Error: %s", exc)
+        return 1
+    from tfserve_magic.server import signature_check, warmup
     from tfserve_magic.server.grpc_server import GrpcStartError
     from tfserve_magic.server.metrics import ServerMetrics
     from tfserve_magic.server.models import ModelManager
 
     metrics = ServerMetrics()
+    warmup.configure(flags, metrics, batching)  # replay at load, per-model batching (issue 22)
+    signature_check.configure(flags)
     manager = ModelManager(
         specs,
         tags=[t.strip() for t in flags["saved_model_tags"].split(",") if t.strip()],
@@ -343,8 +355,7 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict, limits: Limits,
         started=time.time(),
     )
     try:
-        failed = _serve(flags, manager, metrics, monitoring, batching, sock, info,
-                        previous_handlers, tls)
+        failed = _serve(flags, manager, metrics, monitoring, sock, info, previous_handlers, tls)
     except GrpcStartError as exc:
         log.error("Failed to start server. Error: %s", exc)
         return 1
@@ -355,7 +366,7 @@ def _run(flags: dict, argv: list[str], previous_handlers: dict, limits: Limits,
     return 1 if failed else 0
 
 
-def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo,
+def _serve(flags, manager, metrics, monitoring, sock, info: ServerInfo,
            previous_handlers, tls=None) -> bool:
     """Serve until stopped; True when the start failed after the port opened (the info or
     ready file could not be written)."""
@@ -364,14 +375,11 @@ def _serve(flags, manager, metrics, monitoring, batching, sock, info: ServerInfo
     import uvicorn
 
     from tfserve_magic.server import limits as conn_limits
+    from tfserve_magic.server import warmup
     from tfserve_magic.server.app import ServingApp
     from tfserve_magic.server.guard import RequestGuard
 
-    batcher = None
-    if batching is not None:
-        from tfserve_magic.server.batching import BatchScheduler
-
-        batcher = BatchScheduler(batching, metrics)
+    batcher = warmup.shared_batcher()  # the one warm-up used at load (None: no batching)
     executor = ThreadPoolExecutor(
         max_workers=max(1, flags["rest_api_num_threads"]), thread_name_prefix="model-call"
     )

@@ -156,11 +156,19 @@ class ServerMetrics:
             "/tensorflow/serving/batching_session/padding_size", ("thread_pool_name",),
             size_buckets,
         )
+        # [issue 22 hook] warm-up replay (server/warmup.py), saved_model_warmup_util.cc's names
+        self.warmup_latency = Histogram(
+            "/tensorflow/serving/model_warmup_latency", ("model_path", "status"), latency_us
+        )
+        self.warmup_records_read = Counter(
+            "/tensorflow/serving/model_warmup_records_read", ("model_path", "status")
+        )
         self._all = [
             self.request_count, self.request_latency, self.runtime_latency, self.example_counts,
             self.example_count_total, self.load_attempts, self.load_latency,
             self.queuing_latency, self.input_batch_size, self.processed_batch_size,
             self.padding_size,
+            self.warmup_latency, self.warmup_records_read,  # [issue 22 hook]
         ]
 
     def record_request(

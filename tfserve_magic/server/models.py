@@ -281,6 +281,9 @@ class ModelManager:
             started = time.perf_counter()
             try:
                 servable = Servable(name, version, path, self.tags)
+                from tfserve_magic.server import warmup  # [issue 22 hook]
+
+                warmup.at_load(servable)  # [issue 22 hook] per-model batching, warm-up replay
             except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
                 message = _load_error_message(exc, path)
                 self._count_load(path, False, started)
