@@ -171,7 +171,7 @@ class Gallery:
             text, wrong, extra, *_ = self.caption(i)
             color = "#c62828" if wrong else "#1a7f37"
             rows.append(
-                f"<tr class='tfserve-row'><td style='color:#777'>{i}</td><td>{shown}</td>"
+                f"<tr><td style='color:#777'>{i}</td><td>{shown}</td>"
                 f'<td style="color:{color};white-space:nowrap">{"✗ " if wrong else ""}'
                 f"{html.escape(text)}</td><td style='color:#555;white-space:nowrap'>"
                 f"{html.escape(str(extra))}</td></tr>"
