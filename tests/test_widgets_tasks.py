@@ -229,3 +229,49 @@ def test_filters_still_reject_unknown_classes(task_server):
     with pytest.raises(ValueError, match="class 5"):
         widget.set_filter(true_class=5)
     widget.set_filter(true_class=ANY)
+
+
+# ---------------------------------------------------------------------- saved notebooks
+def test_a_saved_notebook_shows_the_static_summary_through_nbconvert(task_server, tmp_path):
+    """Run a notebook with nbclient, save it as JupyterLab does by default (no widget state)
+    and convert it with nbconvert's HTMLExporter: the numbers and pictures are in the HTML."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from nbconvert import HTMLExporter
+
+    x, y = task_server[1]["reg"]
+    texts, labels = task_server[1]["text"]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "labels.npy", labels)
+    (tmp_path / "texts.txt").write_text("\n".join(texts))
+    url = task_server[0].url
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "import numpy as np\n"
+            "from tfserve_magic.widgets import LatencyView, PredictionExplorer\n"
+            "x, y = np.load('x.npy'), np.load('y.npy')\n"
+            "texts = open('texts.txt').read().split('\\n')\n"
+            "labels = np.load('labels.npy')"),
+        nbformat.v4.new_code_cell(f"PredictionExplorer('{url}/v1/models/reg', x, y)"),
+        nbformat.v4.new_code_cell(f"PredictionExplorer('{url}/v1/models/text', texts, labels)"),
+        nbformat.v4.new_code_cell(
+            "view = LatencyView()\nfor s in (0.010, 0.020, 0.015):\n"
+            "    view.record(s, series='predict')\nview"),
+    ]
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            store_widget_state=False,
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [cell.outputs[0]["data"] for cell in notebook.cells[1:]]
+    for data in outputs:  # the live view and the static summary travel together
+        assert {"application/vnd.jupyter.widget-view+json", "text/html"} <= set(data)
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    pred = direct(task_server, "reg", x).reshape(-1)
+    mae = float(np.mean(np.abs(pred - y)))
+    assert f"MAE {mae:.4g}" in html
+    assert "Worst errors" in html and "Confusion matrix" in html
+    assert "precision" in outputs[1]["text/plain"] and "F1" in html
+    assert html.count("static snapshot") == 3
+    assert html.count("data:image/png;base64") >= 5  # 2 regression plots, PR curve, latency
+    assert "predict: last 15.0 ms" in html
