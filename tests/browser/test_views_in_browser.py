@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.browser import test_notebooks_in_browser as shared
-from tests.browser.jupyterlab import JupyterLab
+from tests.browser.jupyterlab import JupyterLab, chrome
 from tests.browser.test_notebooks_in_browser import (
     SCREENSHOTS,
     check_seen,
@@ -33,7 +33,19 @@ from tests.browser.test_notebooks_in_browser import (
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1500)]
-chromium_paths, browser = shared.chromium_paths, shared.browser  # the same fixtures
+chromium_paths = shared.chromium_paths  # the same fixture
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_paths, tmp_path_factory):
+    """Headless Chromium whose page counts as focused: JupyterLab's current widget follows
+    focus, and a headless window has none (recent Chromium), so nothing would ever be
+    "current" (``Emulation.setFocusEmulationEnabled``)."""
+    driver = chrome(*chromium_paths, tmp_path_factory.mktemp("chromium-profile"))
+    driver.execute_cdp_cmd("Emulation.setFocusEmulationEnabled", {"enabled": True})
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
 
 NAME = "views.ipynb"
 CELLS = [
@@ -84,6 +96,8 @@ def lab(chromium_paths, tmp_path_factory):
     (root / "monitoring.config").write_text("prometheus_config { enable: true }\n")
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                       "language": "python"}
     nbformat.write(notebook, root / NAME)
     registry = scratch / "registry"
     registry.mkdir()

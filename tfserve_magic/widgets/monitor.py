@@ -363,7 +363,6 @@ def _base_url(source) -> str:
         text = "http://" + text
     if re.match(r"^https?://", text, re.IGNORECASE):
         return re.sub(r"(https?://[^/]+).*", r"\1", text)
-    from tfserve_magic.client import Client
+    from tfserve_magic import registry
 
-    with Client(text) as client:  # a server or model name known to the manager
-        return client.base_url
+    return registry.lookup(text).url.rstrip("/")  # a server or model name the manager knows
