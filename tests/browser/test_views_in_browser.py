@@ -131,7 +131,7 @@ def test_views_and_monitor_in_jupyterlab(lab, browser):
     numbers = text.find_element("css selector", ".tfserve-threshold")
     before = numbers.text
     handle = numbers.find_element("css selector", ".noUi-handle, .ui-slider-handle")
-    ActionChains(browser).drag_and_drop_by_offset(handle, -90, 0).perform()
+    ActionChains(browser).drag_and_drop_by_offset(handle, -25, 0).perform()
     wait_for(lambda: numbers.text != before, 30, "the threshold to change precision/recall")
     shoot(text, SCREENSHOTS / "views_text.png")
 

@@ -17,6 +17,9 @@ from tfserve_magic.widgets._common import image_view, png_bytes, thumbnail_scale
 
 TEXT_CUT = 110  # characters of a sentence shown in a row; the rest is in the tooltip
 FEATURES_SHOWN = 8  # named features shown in a row; the rest is in the tooltip
+# one line per example in a table (the cut part ends in an ellipsis; the tooltip has it all)
+_ONE_LINE = ("display:inline-block;max-width:560px;white-space:nowrap;overflow:hidden;"
+             "text-overflow:ellipsis;vertical-align:bottom")
 
 
 def _is_dataframe(x) -> bool:
@@ -122,11 +125,13 @@ class Examples:
                      for k, v in items[:FEATURES_SHOWN]]
             if len(items) > FEATURES_SHOWN:
                 parts.append(f"<i>+{len(items) - FEATURES_SHOWN} more</i>")
-            return f'<span class="tfserve-features" title="{tip}">{" · ".join(parts)}</span>'
+            return (f'<span class="tfserve-features" title="{tip}" style="{_ONE_LINE}">'
+                    f'{" · ".join(parts)}</span>')
         if self.kind == "text":
             cut = full if len(full) <= TEXT_CUT else full[: TEXT_CUT - 1].rstrip() + "…"
-            return f'<span class="tfserve-text" title="{tip}">{html.escape(cut)}</span>'
-        return f'<code title="{tip}">{html.escape(full)}</code>'
+            return (f'<span class="tfserve-text" title="{tip}" style="{_ONE_LINE}">'
+                    f"{html.escape(cut)}</span>")
+        return f'<code title="{tip}" style="{_ONE_LINE}">{html.escape(full)}</code>'
 
     def detail_html(self, i: int) -> str:
         """The whole example, large: a picture, the full sentence, or a table of features."""

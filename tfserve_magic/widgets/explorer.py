@@ -152,7 +152,10 @@ class PredictionExplorer(StaticSummary):
 
         self.gallery = Gallery(self.x, self.examples.images, page_size, self._caption,
                                columns=columns, describe=self.examples.cell_html)
-        self.gallery.widget.layout.flex = "1 1 360px"  # beside the matrix; below it if narrow
+        # beside the matrix (images; below it if narrow); rows of text or features take the
+        # whole width below the matrix
+        self.gallery.widget.layout.flex = ("1 1 360px" if self.examples.images is not None
+                                           else "1 1 100%")
         self.controls = w.HBox([self.errors_only, self.true_class, self.pred_class,
                                 self.show_all_button],
                                layout=w.Layout(align_items="center", flex_flow="row wrap"))
@@ -245,6 +248,7 @@ class PredictionExplorer(StaticSummary):
         """The binary threshold moved: the predictions, matrix and gallery follow it."""
         self.y_pred = np.asarray(predicted, dtype=np.int64)
         self.refresh()
+        self.status.ok(f"{self.view.headline()}; accuracy {self.accuracy():.2%}")
 
     def _signature(self):
         """The model's metadata (for input names and shapes), or None when it cannot be read."""

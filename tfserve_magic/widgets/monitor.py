@@ -66,11 +66,18 @@ class Reading:
         return out
 
 
-def _buckets(reading: Reading, name: str, key: str) -> dict[str, dict[float, float]]:
+INFERENCE_APIS = ("predict", "classify", "regress", "multiinference")
+
+
+def _buckets(reading: Reading, name: str, key: str,
+             apis: tuple[str, ...] | None = None) -> dict[str, dict[float, float]]:
     """Per model (``key`` label), cumulative bucket counts by upper bound, summed over the
-    other labels."""
+    other labels; ``apis``: only samples whose ``API`` label is one of them (metadata and
+    status calls would pull the latency of inference down)."""
     out: dict[str, dict[float, float]] = {}
     for labels, value in reading.samples.get(name + "_bucket", []):
+        if apis is not None and labels.get("API", "").lower() not in apis:
+            continue
         bound = float("inf") if labels.get("le") == "+Inf" else float(labels.get("le", "nan"))
         per = out.setdefault(labels.get(key, ""), {})
         per[bound] = per.get(bound, 0.0) + value
@@ -106,14 +113,16 @@ def _minus(now: dict[float, float], before: dict[float, float] | None) -> dict[f
 
 
 def model_stats(now: Reading, before: Reading | None) -> dict[str, dict]:
-    """Per model: requests (total), rps, errors by status, latency p50/p99 (ms), mean and p50
-    examples per request, over the interval since ``before`` (or since the start)."""
+    """Per model: requests (all APIs), rps, errors by status, latency p50/p99 (ms) of
+    predict/classify/regress, mean and p50 examples per classify/regress request, over the
+    interval since ``before`` (or since the start)."""
     stats: dict[str, dict] = {}
     counts_now = now.by_model(REQUESTS)
     counts_before = before.by_model(REQUESTS) if before is not None else {}
     dt = (now.t - before.t) if before is not None else None
-    latency_now, latency_before = _buckets(now, LATENCY, "model_name"), (
-        _buckets(before, LATENCY, "model_name") if before is not None else {})
+    latency_now = _buckets(now, LATENCY, "model_name", INFERENCE_APIS)
+    latency_before = (_buckets(before, LATENCY, "model_name", INFERENCE_APIS)
+                      if before is not None else {})
     examples_now = _buckets(now, EXAMPLES, "model_name")
     models = sorted(set(counts_now) | set(latency_now) | set(examples_now))
     for model in models:
@@ -295,6 +304,7 @@ class ServerMonitor(StaticSummary):
         if not self.stats:
             return "<i style='color:#777'>no requests yet</i>"
         rows = []
+        sizes_known = any(s["examples_mean"] is not None for s in self.stats.values())
         for model, s in self.stats.items():
             errors = ", ".join(f"{html.escape(k)} {int(v)}" for k, v in s["errors"].items())
             rps = "–" if s["rps"] is None else f"{s['rps']:.1f}"
@@ -304,7 +314,8 @@ class ServerMonitor(StaticSummary):
             rows.append(f"<tr><td><b>{html.escape(model)}</b></td><td>{int(s['requests'])}</td>"
                         f"<td>{rps}</td><td>{_ms(s['p50_ms'])}</td><td>{_ms(s['p99_ms'])}</td>"
                         f"<td style='color:{'#c62828' if errors else '#555'}'>"
-                        f"{errors or 'none'}</td><td>{size}</td></tr>")
+                        f"{errors or 'none'}</td>"
+                        + (f"<td>{size}</td>" if sizes_known else "") + "</tr>")
         batching = "".join(
             f"<div style='font-size:12px;color:#555'>server batching ({html.escape(pool)}): "
             f"{int(b['batches'])} batches, mean size {b['mean']:.1f}</div>"
@@ -312,7 +323,8 @@ class ServerMonitor(StaticSummary):
         return ("<table style='font-size:12px;text-align:right;border-collapse:collapse' "
                 "cellpadding='3'><tr><th style='text-align:left'>model</th><th>requests</th>"
                 "<th>req/s</th><th>p50</th><th>p99</th><th>errors by status</th>"
-                f"<th>examples per request</th></tr>{''.join(rows)}</table>{batching}")
+                + ("<th>examples per request</th>" if sizes_known else "")
+                + f"</tr>{''.join(rows)}</table>{batching}")
 
     def _plot_png(self) -> bytes | None:
         series = {m: h for m, h in self.rps_history.items() if len(h) >= 2}

@@ -105,7 +105,7 @@ class MultilabelView:
                         f"<td>{m['recall']:.1%}</td><td>{m['f1']:.3f}</td>"
                         f"<td>{m['support']}</td><td>{m['tp'] + m['fp']}</td></tr>")
         return (f"<div><b>{html.escape(self.headline())}</b></div>"
-                "<table style='font-size:12px;text-align:right'><tr><th>label</th>"
+                "<table style='font-size:12px;text-align:right' cellpadding='4'><tr><th>label</th>"
                 "<th>precision</th><th>recall</th><th>F1</th><th>true</th><th>predicted</th>"
                 f"</tr>{''.join(rows)}</table>")
 
