@@ -18,7 +18,7 @@ from tfserve_magic.widgets._common import image_view, png_bytes, thumbnail_scale
 TEXT_CUT = 110  # characters of a sentence shown in a row; the rest is in the tooltip
 FEATURES_SHOWN = 8  # named features shown in a row; the rest is in the tooltip
 # one line per example in a table (the cut part ends in an ellipsis; the tooltip has it all)
-_ONE_LINE = ("display:inline-block;max-width:400px;white-space:nowrap;overflow:hidden;"
+_ONE_LINE = ("display:inline-block;max-width:340px;white-space:nowrap;overflow:hidden;"
              "text-overflow:ellipsis;vertical-align:middle")
 
 

@@ -173,7 +173,7 @@ class Gallery:
             rows.append(
                 f"<tr><td style='color:#777'>{i}</td><td>{shown}</td>"
                 f'<td style="color:{color};white-space:nowrap">{"✗ " if wrong else ""}'
-                f"{html.escape(text)}</td><td style='color:#555;white-space:nowrap'>"
+                f"{html.escape(text)}</td><td style='color:#555'>"
                 f"{html.escape(str(extra))}</td></tr>"
             )
         return (
