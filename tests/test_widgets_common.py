@@ -104,7 +104,7 @@ def test_latency_view_keeps_a_bounded_history_and_plots_it():
     view = LatencyView(maxlen=5)
     assert bytes(view.image.value) == b"" and view.image.layout.display == "none"
     view.record(0.002, series="A", t=99.0)  # one request: its number, no plot with one dot
-    assert "A: last 2.0 ms (n=1)" in view.summary_html.value
+    assert "A: last 2.0 ms (n=1)" in view.summary_line.value
     assert view.image.layout.display == "none"
     for k in range(8):
         view.record(0.001 * (k + 1), series="A" if k % 2 else "B", t=100.0 + k)
@@ -115,7 +115,7 @@ def test_latency_view_keeps_a_bounded_history_and_plots_it():
     assert stats["A"]["last"] == pytest.approx(0.008)
     assert bytes(view.image.value).startswith(b"\x89PNG")
     assert view.image.layout.display != "none"
-    assert "A: last 8.0 ms" in view.summary_html.value
+    assert "A: last 8.0 ms" in view.summary_line.value
     with pytest.raises(ValueError):
         view.record(-1.0)
     view.clear()
@@ -131,7 +131,7 @@ def test_latency_plot_of_a_thousand_requests_counts_requests():
     for k in range(1000):
         view.record(0.01 + 0.001 * rng.random(), series="A" if k % 2 else "B", t=float(k))
     view.render()
-    assert "(n=500)" in view.summary_html.value
+    assert "(n=500)" in view.summary_line.value
     png = bytes(view.image.value)
     assert png.startswith(b"\x89PNG")
     width, height = Image.open(io.BytesIO(png)).size

@@ -155,3 +155,27 @@ def test_errors_show_in_the_status_line(mlp_server, data):
     assert "Error: HTTP 404" in widget.status.value
     with pytest.raises(ValueError, match="4 labels for 2 inputs"):
         PredictionExplorer(mlp_server.url + "/v1/models/MLP", data[0][:2], data[1][:4])
+
+
+def test_a_saved_notebook_gets_the_numbers_matrix_and_first_errors(explorer, data, direct):
+    y = data[1]
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live view stays first
+    page = bundle["text/html"]
+    correct = int(np.sum(direct == y))
+    assert f"accuracy {correct / N:.2%}</b> ({correct}/{N})" in page
+    assert "Confusion matrix" in page and "first errors" in page
+    wrong = np.flatnonzero(direct != y)[:8]
+    assert page.count("data:image/png;base64") == len(wrong)  # each error's thumbnail
+    assert f"pred {direct[wrong[0]]} / true {y[wrong[0]]}" in page
+    assert "accuracy" in bundle["text/plain"] and "<" not in bundle["text/plain"]
+
+
+def test_labels_given_as_class_names(client, data, direct):
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    as_names = [names[k] for k in data[1][:30]]
+    widget = PredictionExplorer(client, data[0][:30], as_names, class_names=names)
+    assert widget.status.kind == "ok", widget.status.text
+    assert widget.y.tolist() == data[1][:30].tolist()
+    wrong = PredictionExplorer(client, data[0][:3], ["zero", "ten", "one"], class_names=names)
+    assert wrong.status.kind == "error" and "'ten'" in wrong.status.text

@@ -24,7 +24,8 @@ SUBCOMMANDS = {
     "list": "list this user's running servers",
     "status": "show the version states of a server's models",
     "logs": "show the end of a server's log",
-    "explore": "prediction explorer widget (gallery, filters, confusion matrix)",
+    "explore": "predictions beside the truth (classifiers, text, tables, regression, multi-label)",
+    "monitor": "live requests/s, latency, errors and batch sizes from a server's metrics",
     "draw": "draw-a-digit widget",
     "compare": "version-against-version widget",
     "deploy": "write a Docker/Kubernetes/KServe recipe for real TF Serving (checked first)",
@@ -81,7 +82,8 @@ class TFServeMagics(Magics, Configurable):
           list                       running servers of this user
           status   NAME              version states
           logs     NAME [-n N]       end of the server log
-          explore  NAME X Y          prediction explorer widget
+          explore  NAME X Y          predictions beside the truth (--task for the kind)
+          monitor  NAME              live requests/s, latency, errors from the server's metrics
           draw     NAME              draw-a-digit widget
           compare  NAME X Y          version-against-version widget
           deploy   NAME [BASE_PATH] --target docker|kubernetes|kserve --out DIR
@@ -300,21 +302,55 @@ class TFServeMagics(Magics, Configurable):
         p.add_argument("--version", type=int)
         p.add_argument("--label")
         p.add_argument("--signature")
+        p.add_argument("--task", choices=("multiclass", "binary", "multilabel", "regression"),
+                       help="how to read the outputs (default: inferred from outputs and labels)")
+        p.add_argument("--class-names", dest="class_names",
+                       help="variable with the class (or label) names")
         p.add_argument("-n", type=int, default=500, help="number of instances (default 500)")
 
     def _cmd_explore(self, args):
         from tfserve_magic.widgets import PredictionExplorer
+        from tfserve_magic.widgets._data import head
 
         x, y = self._value(args.x, "inputs"), self._value(args.y, "labels")
+        names = self._value(args.class_names, "class names") if args.class_names else None
+        if args.n < 1:
+            raise UsageError("-n must be at least 1")
+        try:  # a dict of arrays or a DataFrame: each column sliced
+            x, y = head(x, args.n), head(y, args.n)
+        except TypeError as exc:
+            raise UsageError(f"cannot take the first {args.n} of {args.x} or {args.y}: "
+                             f"{exc}") from None
         return self._widget(
             PredictionExplorer,
             args.name,
-            x[: args.n],
-            y[: args.n],
+            x,
+            y,
             version=args.version,
             label=args.label,
             signature_name=args.signature,
+            task=args.task,
+            class_names=names,
         )
+
+    def _args_monitor(self, p: MagicArgumentParser) -> None:
+        p.add_argument("name", help="server/model name or URL (http://HOST:PORT)")
+        p.add_argument("--interval", type=float, default=2.0, help="seconds between readings")
+        p.add_argument("--path", default="/monitoring/prometheus/metrics",
+                       help="the metrics endpoint (prometheus_config.path)")
+
+    def _cmd_monitor(self, args):
+        from tfserve_magic.widgets import ServerMonitor
+
+        if args.interval <= 0:
+            raise UsageError("--interval must be a positive number of seconds")
+        try:
+            monitor = ServerMonitor(args.name, path=args.path, interval=args.interval)
+        except (LookupError, ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+        if monitor.status.kind == "error":
+            raise UsageError(monitor.status.text.removeprefix("Error: "))
+        return monitor
 
     def _args_draw(self, p: MagicArgumentParser) -> None:
         p.add_argument("name", help="server/model name or URL")

@@ -9,6 +9,7 @@ from tfserve_magic.widgets.compare import CompareResult, VersionCompare
 from tfserve_magic.widgets.draw import DrawDigit
 from tfserve_magic.widgets.explorer import PredictionExplorer, confusion_matrix
 from tfserve_magic.widgets.latency import LatencyView
+from tfserve_magic.widgets.monitor import ServerMonitor
 from tfserve_magic.widgets.raster import picture_to_mnist, rasterize
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "DrawDigit",
     "LatencyView",
     "PredictionExplorer",
+    "ServerMonitor",
     "VersionCompare",
     "confusion_matrix",
     "picture_to_mnist",

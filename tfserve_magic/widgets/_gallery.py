@@ -24,9 +24,11 @@ class Gallery:
     ``HTML`` values, thumbnails as PNG bytes in ``Image.value``.
     """
 
-    def __init__(self, x, images, page_size: int, caption: CaptionFn, columns: int = 8):
+    def __init__(self, x, images, page_size: int, caption: CaptionFn, columns: int = 8,
+                 describe: Callable[[int], str] | None = None):
         """``columns`` is the most tiles per row; fewer when the output area is narrower
-        (the tiles wrap)."""
+        (the tiles wrap). ``describe(i)``: one input as HTML for the table (non-image inputs:
+        a sentence, a row of features); default: its first values."""
         import ipywidgets as w
 
         if page_size < 1:
@@ -35,6 +37,7 @@ class Gallery:
         self.images = images  # [N,H,W(,C)] or None -> table mode
         self.page_size = int(page_size)
         self.caption = caption
+        self.describe = describe
         self.items = np.zeros(0, np.int64)
         self._png: dict[int, bytes] = {}
         self._changing = False
@@ -156,19 +159,25 @@ class Gallery:
         rows = []
         for i in indices:
             i = int(i)
-            features = np.asarray(self.x[i]).reshape(-1)
-            shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
-                              for v in features[:6].tolist())
-            if features.size > 6:
-                shown += f", … ({features.size} values)"
+            if self.describe is not None:
+                shown = self.describe(i)
+            else:
+                features = np.asarray(self.x[i]).reshape(-1)
+                text = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
+                                 for v in features[:6].tolist())
+                if features.size > 6:
+                    text += f", … ({features.size} values)"
+                shown = f"<code>{html.escape(text)}</code>"
             text, wrong, extra, *_ = self.caption(i)
             color = "#c62828" if wrong else "#1a7f37"
             rows.append(
-                f"<tr><td>{i}</td><td><code>{html.escape(shown)}</code></td>"
-                f'<td style="color:{color}">{"✗ " if wrong else ""}{html.escape(text)}</td>'
-                f"<td>{extra}</td></tr>"
+                f"<tr><td style='color:#777'>{i}</td><td>{shown}</td>"
+                f'<td style="color:{color};white-space:nowrap">{"✗ " if wrong else ""}'
+                f"{html.escape(text)}</td><td style='color:#555'>"
+                f"{html.escape(str(extra))}</td></tr>"
             )
         return (
-            '<table style="font-size:12px"><tr><th>#</th><th>input</th><th>prediction</th>'
+            '<table class="tfserve-table" style="font-size:12px;border-collapse:collapse">'
+            "<tr><th>#</th><th style='text-align:left'>input</th><th>prediction</th>"
             "<th></th></tr>" + "".join(rows) + "</table>"
         )

@@ -1,10 +1,14 @@
-"""PredictionExplorer: a served classifier's predictions beside the ground truth.
+"""PredictionExplorer: a served model's predictions beside the ground truth, for every task.
 
-A paged gallery with "pred 7 / true 7" captions, filters (only errors, one true class, one
-predicted class), overall and per-class accuracy, and one confusion matrix (a heat map of
-buttons, rows true, columns predicted, per-class accuracy at the end of each row) whose cells
-select what the gallery shows. Sized for a 900 px output area (JupyterLab with its sidebar open).
-Inputs that are not images are listed in a table instead.
+Classifiers (multiclass, binary; images, sentences, named columns or plain values): a paged
+gallery with "pred 7 / true 7" captions (thumbnails for images, the sentences themselves, or a
+row of feature names and values), filters (only errors, one true class, one predicted class),
+overall and per-class accuracy, and one confusion matrix (a heat map of buttons, rows true,
+columns predicted, per-class accuracy at the end of each row) whose cells select what the
+gallery shows. Binary classifiers add a threshold slider with precision, recall and F1 and the
+precision/recall trade-off (``ThresholdPanel``). Regressions and multi-label models get their
+own views (``RegressionView``, ``MultilabelView``). Sized for a 900 px output area (JupyterLab
+with its sidebar open); the display carries a static HTML summary for saved notebooks.
 """
 
 from __future__ import annotations
@@ -13,18 +17,19 @@ import html
 
 import numpy as np
 
-from tfserve_magic.outputs import class_labels, read_outputs, require_classifier
+from tfserve_magic.outputs import TASKS, class_labels, read_outputs
 from tfserve_magic.widgets._common import (
     StatusLine,
     class_name,
     client_name,
     guarded,
-    image_view,
     predict_kwargs,
     resolve_client,
     target_text,
 )
+from tfserve_magic.widgets._data import Examples
 from tfserve_magic.widgets._gallery import Gallery
+from tfserve_magic.widgets._static import StaticSummary
 from tfserve_magic.widgets.latency import LatencyView
 
 ANY = -1  # filter value meaning "every class"
@@ -58,27 +63,59 @@ def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
     return counts
 
 
-class PredictionExplorer:
-    """Explore a served classifier's predictions on ``x`` against the labels ``y``.
+def _class_ids(labels, names, n: int) -> np.ndarray:
+    """Class ids ``[N]`` from ids, one-hot rows, or class names (with ``names``)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "USO":
+        if names is None:
+            raise ValueError("the labels are names but the model's classes have none: pass "
+                             "class_names= (one name per score column)")
+        index = {str(name): k for k, name in enumerate(names)}
+        texts = [v.decode() if isinstance(v, bytes) else str(v) for v in labels.reshape(-1)]
+        unknown = sorted({t for t in texts if t not in index})
+        if unknown:
+            raise ValueError(f"labels {', '.join(map(repr, unknown[:5]))} are not among the "
+                             f"classes {', '.join(map(str, names))}")
+        return np.asarray([index[t] for t in texts], np.int64)
+    return class_labels(labels, n)
 
-    ``client``: a ``Client``, a server/model name, or a URL (``model=`` then names the model).
-    The predict request is sent on construction (errors land in the status line); ``run()``
-    sends it again. Heavy work is in plain methods: ``run``, ``set_filter``, ``select_cell``,
-    ``visible_indices``, ``confusion_matrix``, ``per_class_accuracy``.
+
+class PredictionExplorer(StaticSummary):
+    """Explore a served model's predictions on ``x`` against the labels ``y``.
+
+    ``x``: an array (images, values), a list of sentences, a dict of arrays, a pandas
+    ``DataFrame`` or a list of dicts (named inputs, sent by the signature's input names).
+    ``task``: multiclass, binary, multilabel or regression (default: read from the outputs and
+    labels, see ``tfserve_magic.outputs``). ``client``: a ``Client``, a server/model name, or a
+    URL (``model=`` then names the model). The predict request is sent on construction (errors
+    land in the status line); ``run()`` sends it again. Heavy work is in plain methods: ``run``,
+    ``set_filter``, ``select_cell``, ``visible_indices``, ``confusion_matrix``,
+    ``per_class_accuracy``; ``view`` holds the regression, multi-label or threshold view.
     """
 
+    static_title = "Prediction explorer"
+
     def __init__(self, client, x, y, *, model=None, version=None, label=None,
-                 signature_name=None, class_names=None, page_size: int = 16, columns: int = 4,
-                 timeout: float = 30.0, latency: LatencyView | None = None, run: bool = True,
-                 restart=None):
+                 signature_name=None, class_names=None, task: str | None = None,
+                 page_size: int = 16, columns: int = 4, timeout: float = 30.0,
+                 latency: LatencyView | None = None, run: bool = True, restart=None):
         import ipywidgets as w
 
         if version is not None and label is not None:
             raise ValueError("give a version or a label, not both")
-        self.x = np.asarray(x)
-        if self.x.ndim == 0 or len(self.x) == 0:
-            raise ValueError("x must hold at least one input")
-        self.y = class_labels(y, len(self.x))
+        if task is not None and task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+        self.examples = Examples(x)
+        self.x = self.examples.array if self.examples.columns is None else self.examples.columns
+        self.labels = np.asarray(y)
+        if self.labels.ndim == 0 or len(self.labels) != len(self.examples):
+            raise ValueError(f"{self.labels.size if self.labels.ndim == 0 else len(self.labels)}"
+                             f" labels for {len(self.examples)} inputs: pass one label per input")
+        self.task = task
+        self.reading = None
+        self.view = None  # RegressionView, MultilabelView or ThresholdPanel, after run()
+        self.y = np.zeros(len(self.examples), np.int64)  # class ids, once read as a classifier
+        self._metadata = None
         self.client = resolve_client(client, model, timeout=timeout)
         self.version, self.label, self.signature_name = version, label, signature_name
         self.class_names = list(class_names) if class_names is not None else None
@@ -113,20 +150,26 @@ class PredictionExplorer:
         self.cell_buttons: dict[tuple[int, int], w.Button] = {}
         self.recall_cells: dict[int, w.HTML] = {}
 
-        images = image_view(self.x)
-        self.gallery = Gallery(self.x, images, page_size, self._caption, columns=columns)
-        self.gallery.widget.layout.flex = "1 1 360px"  # beside the matrix; below it if narrow
-        controls = w.HBox([self.errors_only, self.true_class, self.pred_class,
-                           self.show_all_button, self.run_button],
-                          layout=w.Layout(align_items="center", flex_flow="row wrap"))
+        self.gallery = Gallery(self.x, self.examples.images, page_size, self._caption,
+                               columns=columns, describe=self.examples.cell_html)
+        # beside the matrix (images; below it if narrow); rows of text or features take the
+        # whole width below the matrix
+        self.gallery.widget.layout.flex = ("1 1 360px" if self.examples.images is not None
+                                           else "1 1 100%")
+        self.controls = w.HBox([self.errors_only, self.true_class, self.pred_class,
+                                self.show_all_button],
+                               layout=w.Layout(align_items="center", flex_flow="row wrap"))
         matrix = w.VBox([self.matrix_title, self.cell_grid],
                         layout=w.Layout(flex="none", margin="0 20px 8px 0"))
-        self.widget = w.VBox([
-            self.header, self.status.widget, controls, self.summary,
+        self.classifier_box = w.VBox([
+            self.controls, self.summary,
             w.HBox([matrix, self.gallery.widget],
                    layout=w.Layout(flex_flow="row wrap", align_items="flex-start")),
-            self.latency.widget,
-        ], layout=w.Layout(max_width="880px"))
+        ])
+        self.body = w.VBox([])
+        top = w.HBox([self.header, self.run_button], layout=w.Layout(align_items="center"))
+        self.widget = w.VBox([top, self.status.widget, self.body, self.latency.widget],
+                             layout=w.Layout(max_width="880px"))
         # class names for styling and for the browser tests' selectors
         self.widget.add_class("tfserve-explorer")
         self.summary.add_class("tfserve-summary")
@@ -137,28 +180,90 @@ class PredictionExplorer:
     # ------------------------------------------------------------------ work
     def run(self) -> None:
         """Send the inputs to the model and refresh every view (raises on failure)."""
-        self.status.info(f"predicting {len(self.x)} inputs ...")
-        prediction = self.client.predict(
-            instances=self.x, **predict_kwargs(self.version, self.label, self.signature_name)
-        )
+        self.status.info(f"predicting {len(self.examples)} inputs ...")
+        kwargs = predict_kwargs(self.version, self.label, self.signature_name)
+        instances = self.examples.request(self._signature(), self.signature_name)
+        prediction = self.client.predict(instances=instances, **kwargs)
         self.latency.record(getattr(prediction, "latency_s", None), series="predict")
-        reading = require_classifier(read_outputs(prediction, self.y))
+        try:
+            reading = read_outputs(prediction, self.labels, task=self.task)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (task={self.task!r} does not fit these outputs)") from None
+        count = len(next(v for v in (reading.class_ids, reading.values, reading.active)
+                         if v is not None)) if reading.task else len(self.examples)
+        if count != len(self.examples):
+            raise ValueError(f"the model returned {count} predictions for "
+                             f"{len(self.examples)} inputs")
+        self.reading = reading
+        if reading.task == "regression":
+            from tfserve_magic.widgets.regression_view import RegressionView
+
+            self.view = RegressionView(self.examples, self.labels, reading)
+            self.body.children = [self.view.widget]
+            took = self._took(prediction)
+            self.status.ok(f"{len(self.examples)} predictions{took}; {self.view.headline()}")
+            return
+        if reading.task == "multilabel":
+            from tfserve_magic.widgets.multilabel_view import MultilabelView
+
+            self.view = MultilabelView(self.examples, self.labels, reading,
+                                       label_names=self.class_names)
+            self.body.children = [self.view.widget]
+            took = self._took(prediction)
+            self.status.ok(f"{len(self.examples)} predictions{took}; {self.view.headline()}")
+            return
+        if not reading.is_classifier:
+            raise ValueError(f"{reading.reason}: nothing to compare with the labels (pass "
+                             "task= to say how to read the outputs)")
+        self._run_classifier(reading)
+        self.status.ok(f"{len(self.examples)} predictions{self._took(prediction)}; "
+                       f"accuracy {self.accuracy():.2%}")
+
+    def _run_classifier(self, reading) -> None:
+        names = self.class_names or (list(reading.class_names) if reading.class_names else None)
+        self.y = _class_ids(self.labels, names, len(self.examples))
         y_pred, scores = reading.class_ids, reading.scores
-        if len(y_pred) != len(self.x):
-            raise ValueError(f"the model returned {len(y_pred)} predictions for {len(self.x)} "
-                             "inputs")
         n = max(int(self.y.max()), int(y_pred.max())) + 1
         if scores is not None:
             n = max(n, scores.shape[1])
-        if self.class_names is not None:
-            n = max(n, len(self.class_names))
+        if names is not None:
+            n = max(n, len(names))
+        self.class_names = names
         self.y_pred, self.scores, self.n_classes = y_pred, scores, n
         self._scores_are_probs = reading.score_kind == "probabilities"
         self._build_class_controls()
+        self.view = None
+        children = [self.classifier_box]
+        if reading.task == "binary" and reading.scores is not None:
+            from tfserve_magic.widgets.threshold import ThresholdPanel
+
+            self.view = ThresholdPanel(self.y == 1, reading.probabilities[:, 1],
+                                       on_change=self._on_threshold)
+            self.y_pred = self.view.predicted().astype(np.int64)
+            children = [self.view.widget, self.classifier_box]
+        self.body.children = children
         self.refresh()
+
+    def _on_threshold(self, predicted) -> None:
+        """The binary threshold moved: the predictions, matrix and gallery follow it."""
+        self.y_pred = np.asarray(predicted, dtype=np.int64)
+        self.refresh()
+        self.status.ok(f"{self.view.headline()}; accuracy {self.accuracy():.2%}")
+
+    def _signature(self):
+        """The model's metadata (for input names and shapes), or None when it cannot be read."""
+        if self._metadata is None and hasattr(self.client, "metadata"):
+            try:
+                self._metadata = self.client.metadata(
+                    **predict_kwargs(self.version, self.label))
+            except Exception:  # noqa: BLE001 - the request is then sent as given
+                self._metadata = None
+        return self._metadata
+
+    @staticmethod
+    def _took(prediction) -> str:
         latency = getattr(prediction, "latency_s", None)
-        took = f" in {latency * 1e3:.0f} ms" if latency is not None else ""
-        self.status.ok(f"{len(self.x)} predictions{took}; accuracy {self.accuracy():.2%}")
+        return f" in {latency * 1e3:.0f} ms" if latency is not None else ""
 
     def _require_predictions(self) -> np.ndarray:
         if self.y_pred is None:
@@ -244,7 +349,7 @@ class PredictionExplorer:
 
     def _header_html(self) -> str:
         return (f"<b>Prediction explorer</b> · {html.escape(client_name(self.client))} "
-                f"({target_text(self.version, self.label)}) · {len(self.x)} inputs")
+                f"({target_text(self.version, self.label)}) · {len(self.examples)} inputs")
 
     def _summary_html(self, visible) -> str:
         correct = int(np.sum(self.y_pred == self.y))
@@ -366,5 +471,21 @@ class PredictionExplorer:
     def _on_show_all(self) -> None:
         self.clear_filters()
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+    # ------------------------------------------------------------------ saved notebooks
+    def summary_html(self) -> str:
+        """What a saved notebook shows: the numbers, the matrix and the first errors."""
+        head = self._header_html()
+        if self.reading is None:
+            return f"{head}<br>{html.escape(self.status.text or 'no predictions yet')}"
+        if self.view is not None and not self.reading.is_classifier:
+            return f"{head}<br>{self.view.summary_html()}"
+        from tfserve_magic.widgets._static import matrix_html, rows_html
+
+        parts = [head, f"<div>{self._summary_html(np.arange(len(self.y)))}</div>"]
+        if self.view is not None:  # the binary threshold panel
+            parts.append(self.view.summary_html())
+        names = [self._name(k) for k in range(self.n_classes)]
+        parts.append(matrix_html(self.confusion_matrix(), names))
+        wrong = np.flatnonzero(self.y_pred != self.y)[:8]
+        parts.append(rows_html(self.examples, wrong, self._caption, "first errors"))
+        return "".join(parts)

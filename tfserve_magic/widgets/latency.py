@@ -13,6 +13,7 @@ from collections import deque
 import numpy as np
 
 from tfserve_magic.widgets._common import figure_png
+from tfserve_magic.widgets._static import StaticSummary
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 PLOT_PX = (480, 150)  # the plot's size on screen (rendered at 2x for sharp text)
@@ -20,7 +21,7 @@ MARKERS_UP_TO = 60  # points per series drawn with markers; more are a plain lin
 _NONE_YET = "<small style='color:#777'>latency: no requests yet</small>"
 
 
-class LatencyView:
+class LatencyView(StaticSummary):
     """Keeps the last ``maxlen`` ``(time, latency_s, series)`` samples and plots them.
 
     Widgets call ``record(latency_s, series=...)`` after each request; pass one view to several
@@ -37,8 +38,8 @@ class LatencyView:
         self.auto_render = render
         self.image = w.Image(format="png", layout=w.Layout(width=f"{PLOT_PX[0]}px",
                                                            display="none"))
-        self.summary_html = w.HTML(value=_NONE_YET)
-        self.widget = w.VBox([self.summary_html, self.image],
+        self.summary_line = w.HTML(value=_NONE_YET)
+        self.widget = w.VBox([self.summary_line, self.image],
                              layout=w.Layout(margin="6px 0 0 0"))
 
     # ------------------------------------------------------------------ data
@@ -81,7 +82,7 @@ class LatencyView:
     def render(self) -> None:
         stats = self.summary()
         if not stats:
-            self.summary_html.value = _NONE_YET
+            self.summary_line.value = _NONE_YET
             self.image.value = b""
             self.image.layout.display = "none"
             return
@@ -93,7 +94,7 @@ class LatencyView:
                        f"p95 {s['p95'] * 1e3:.1f} ms")
             parts.append(f"<span style='color:{color}'>■</span> {html.escape(name)}: {numbers} "
                          f"(n={s['count']})")
-        self.summary_html.value = ("<small><b>" + html.escape(self.title) + "</b> · "
+        self.summary_line.value = ("<small><b>" + html.escape(self.title) + "</b> · "
                                    + " · ".join(parts) + "</small>")
         if max(s["count"] for s in stats.values()) < 2:  # one number per series: no plot
             self.image.value = b""
@@ -136,5 +137,15 @@ class LatencyView:
         fig.tight_layout(pad=0.4)
         return figure_png(fig)
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+    static_title = "Latency"
+
+    def summary_html(self) -> str:
+        """The numbers and, with two requests or more, the plot."""
+        self.render()
+        picture = ""
+        if bytes(self.image.value or b""):
+            from tfserve_magic.widgets.plots import data_uri
+
+            picture = (f"<br><img src='{data_uri(bytes(self.image.value))}' "
+                       f"width='{PLOT_PX[0]}' alt='latency plot'>")
+        return self.summary_line.value + picture
