@@ -28,7 +28,7 @@ MODELS = """model_config_list {{
 @pytest.fixture(scope="module")
 def both(mlp_export, tmp_path_factory):
     import tfserve_magic as tfm
-    from tests.test_client import build_multi_model
+    from tests.helpers.multi_model import build_multi_model
 
     folder = tmp_path_factory.mktemp("grpc-options")
     config = folder / "models.config"

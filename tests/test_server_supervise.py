@@ -22,8 +22,12 @@ import pytest
 import requests
 
 from tests.fixtures.server import server_env
+from tests.helpers.processes import alive as _alive
+from tests.helpers.processes import metric_value as _metric
+from tests.helpers.processes import monitoring_config as _monitoring
+from tests.helpers.processes import parent_pid as _ppid
+from tests.helpers.processes import wait_gone as _wait_gone
 from tests.helpers.serving import wait_for
-from tests.test_server_workers import _alive, _metric, _monitoring, _ppid, _wait_gone
 from tfserve_magic import records
 from tfserve_magic.server import metrics, peers, sizing, workers
 

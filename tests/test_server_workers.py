@@ -22,49 +22,16 @@ import pytest
 import requests
 
 from tests.fixtures.server import server_env, start_server
+from tests.helpers.processes import alive as _alive
+from tests.helpers.processes import metric_value as _metric
+from tests.helpers.processes import monitoring_config as _monitoring
+from tests.helpers.processes import parent_pid as _ppid
+from tests.helpers.processes import wait_gone as _wait_gone
 from tfserve_magic import records
 from tfserve_magic.server import flags as server_flags
 from tfserve_magic.server import peers, sizing, workers
 
 METRICS = "/monitoring/prometheus/metrics"
-
-
-def _monitoring(tmp_path: Path) -> Path:
-    path = tmp_path / "monitoring.pbtxt"
-    path.write_text(f'prometheus_config {{ enable: true, path: "{METRICS}" }}\n')
-    return path
-
-
-def _ppid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _wait_gone(pids, timeout=20.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = [p for p in pids if _alive(p)]
-        if not left:
-            return []
-        time.sleep(0.1)
-    return [p for p in pids if _alive(p)]
-
-
-def _metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def _half_v1(server_test_models, tmp_path) -> Path:

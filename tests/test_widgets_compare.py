@@ -141,6 +141,9 @@ def test_gallery_shows_the_disagreements(client, data, direct):
         "B is better" in page
     assert f"disagreements</b> (first 5 of {len(disagree)})" in page
     assert f"{widget.result.accuracy_a:.2%}" in page
+    bundle = widget._repr_mimebundle_()  # a saved notebook shows the summary, not a placeholder
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "disagreements" in bundle["text/html"] and bundle["text/plain"]
     widget.select_disagreements("b_right")
     assert widget.gallery.items.tolist() == widget.result.b_right_a_wrong.tolist()
     widget.show_choice.value = "a_right"  # the dropdown does the same

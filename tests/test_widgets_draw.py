@@ -47,6 +47,7 @@ def test_drawn_strokes_are_rasterized_and_sent_to_the_model(client):
     widget = DrawDigit(client, live=False)
     widget.raise_errors = True
     assert widget.canvas is not None  # anywidget is installed here
+    assert "nothing drawn yet" in widget._repr_mimebundle_()["text/html"]
     _draw(widget, L_STROKES)
     assert widget.strokes == [[(90.0, 40.0), (90.0, 120.0), (90.0, 230.0)],
                               [(90.0, 230.0), (200.0, 230.0)]]
@@ -65,6 +66,8 @@ def test_drawn_strokes_are_rasterized_and_sent_to_the_model(client):
     assert widget.canvas.strokes == [[list(p) for p in s] for s in L_STROKES]
     assert widget.status.kind == "ok" and f"predicted {top}" in widget.status.text
     assert widget.latency.summary()["predict"]["count"] == 1
+    saved = widget._repr_mimebundle_()  # what a saved notebook shows beside the live pad
+    assert f"predicted <b>{top}</b>" in saved["text/html"] and f"{probs[top]:.3f}" in saved["text/html"]
 
 
 def test_pad_strokes_from_the_browser_are_recorded_and_predicted_live(client):

@@ -139,8 +139,10 @@ def _column(name: str, values, dtype: str, shape) -> np.ndarray:
     else:
         array = np.asarray(values)
         if array.dtype.kind in "USO":
+            flat = [_text(v) for v in array.reshape(-1)]
+            stray = next((v for v in flat if not _is_number_text(v)), flat[0] if flat else "")
             raise ValueError(f"input {name!r} takes {dtype} numbers, got strings "
-                             f"(e.g. {_text(array.reshape(-1)[0])!r})")
+                             f"(e.g. {stray!r})")
         try:
             array = array.astype(dtype) if array.dtype != np.dtype(dtype) else array
         except (TypeError, ValueError) as exc:
@@ -239,3 +241,12 @@ def _text(value) -> str:
     if isinstance(value, np.generic):
         return str(value.item())
     return str(value)
+
+
+def _is_number_text(text) -> bool:
+    """Whether a string in a mixed list was a number before numpy made every item a string."""
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -164,7 +164,12 @@ def chrome(browser: str, driver: str, profile: Path):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument(f"--window-size={WINDOW[0]},{WINDOW[1]}")
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    session = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    try:  # a headless page has no focus: JupyterLab would then track no current notebook
+        session.execute_cdp_cmd("Emulation.setFocusEmulationEnabled", {"enabled": True})
+    except Exception:  # noqa: BLE001 - older drivers: the probes find the notebook anyway
+        pass
+    return session
 
 
 # ------------------------------------------------------------------ in-page probes (JavaScript)

@@ -17,9 +17,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from tests.browser import test_notebooks_in_browser as shared
 from tests.browser.jupyterlab import JupyterLab, chrome
-from tests.browser.test_notebooks_in_browser import (
+from tests.browser.pages import (
     SCREENSHOTS,
     check_seen,
     css,
@@ -33,7 +32,6 @@ from tests.browser.test_notebooks_in_browser import (
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1500)]
-chromium_paths = shared.chromium_paths  # the same fixture
 
 
 @pytest.fixture(scope="module")

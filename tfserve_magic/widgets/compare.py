@@ -30,6 +30,7 @@ from tfserve_magic.widgets._common import (
     resolve_client,
 )
 from tfserve_magic.widgets._gallery import Gallery
+from tfserve_magic.widgets._static import StaticSummary
 from tfserve_magic.widgets.latency import LatencyView
 
 # "MODEL@N", "MODEL@latest" or "MODEL:LABEL": another model on the same server
@@ -244,7 +245,7 @@ def _class_ids(reading: Reading, threshold: float) -> np.ndarray:
     return reading.class_ids
 
 
-class VersionCompare:
+class VersionCompare(StaticSummary):
     """Send ``x`` to A and to B, compare both with ``y``.
 
     ``x``: an array, a list of sentences, a dict of arrays, a DataFrame or a list of dicts
@@ -254,6 +255,8 @@ class VersionCompare:
     methods: ``run()`` (returns a ``CompareResult``), ``select_disagreements(kind)``,
     ``shown_indices()``, ``summary_html()``.
     """
+
+    static_title = "Version against version"
 
     def __init__(self, client, x, y, *, b, a="latest", model=None, signature_name=None,
                  class_names=None, task=None, threshold: float = 0.5, page_size: int = 16,
@@ -564,8 +567,7 @@ class VersionCompare:
         if self.result is not None:
             self._refresh_gallery()
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+
 
 
 def _ok(right: bool) -> str:

@@ -27,6 +27,7 @@ from tfserve_magic.widgets._common import (
     resolve_client,
     target_text,
 )
+from tfserve_magic.widgets._static import StaticSummary
 from tfserve_magic.widgets.latency import LatencyView
 
 ENABLE_HINT = (
@@ -45,7 +46,7 @@ def load_pad():
     return DrawPad
 
 
-class DrawDigit:
+class DrawDigit(StaticSummary):
     """Draw (or pick/upload) a digit and show the model's probabilities and top class.
 
     Plain methods for scripts and tests: ``on_down/on_move/on_up(x, y)`` (a stroke drawn from
@@ -53,6 +54,8 @@ class DrawDigit:
     ``load_png(data)``. ``restart``: an optional callable that starts the server again and
     returns its handle (``%tfserve draw`` passes one); the widget offers it when the server is gone.
     """
+
+    static_title = "Draw a digit"
 
     def __init__(self, client, *, model=None, x=None, y=None, version=None, label=None,
                  signature_name=None, class_names=None, use_canvas=None, canvas_size: int = 280,
@@ -369,5 +372,16 @@ class DrawDigit:
         item = files[-1] if isinstance(files, (list, tuple)) else next(iter(files.values()))
         self.load_png(bytes(item["content"]))
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+    def summary_html(self) -> str:
+        """What a saved notebook shows: the model and the last drawing's top classes."""
+        target = html.escape(client_name(self.client))
+        if self.probabilities is None:
+            return f"<b>Draw a digit</b> for {target}: nothing drawn yet."
+        order = np.argsort(self.probabilities)[::-1][:3]
+        rows = "".join(
+            f"<tr><td>{html.escape(class_name(self.class_names, int(k)))}</td>"
+            f"<td style='text-align:right'>{self.probabilities[k]:.3f}</td></tr>" for k in order)
+        return (f"<b>Draw a digit</b> for {target}: predicted "
+                f"<b>{html.escape(self.top_class_name())}</b>"
+                f"<table style='margin-top:4px'><tr><th>class</th><th>probability</th></tr>"
+                f"{rows}</table>")
