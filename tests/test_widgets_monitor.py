@@ -114,3 +114,26 @@ def test_monitor_magic_and_a_server_without_metrics(shell, metrics_server, serve
         shell.run_line_magic("tfserve", f"monitor {plain.url}")
     with pytest.raises(UsageError, match="interval"):
         shell.run_line_magic("tfserve", f"monitor {plain.url} --interval 0")
+
+
+def test_a_server_started_from_the_notebook_has_its_metrics_on(shell, server_test_models,
+                                                                tmp_path):
+    """`%tfserve start` turns the Prometheus endpoint on (a config beside the info file), so
+    `%tfserve monitor NAME` needs no flag; a deploy recipe does not carry that default."""
+    import tfserve_magic as tfm
+    from tfserve_magic.deployment.sources import from_server
+
+    handle = tfm.start("Watched", server_test_models["half"], port=0, workers=1)
+    try:
+        for _ in range(3):
+            assert requests.post(f"{handle.url}/v1/models/Watched:predict",
+                                 json={"instances": [1.0, 2.0]}, timeout=30).ok
+        monitor = shell.run_line_magic("tfserve", "monitor Watched --interval 60")
+        assert monitor.status.kind == "ok", monitor.status.text
+        monitor.close()
+        widget = ServerMonitor("Watched", start=False)
+        assert widget.status.kind == "ok", widget.status.text
+        assert widget.refresh()["Watched"]["requests"] >= 3
+        assert from_server("Watched").monitoring_file is None
+    finally:
+        tfm.stop("Watched")

@@ -200,6 +200,15 @@ def from_server(name: str) -> Plan:
     plan.enable_batching = _true(flags.get("enable_batching"))
     if flags.get("batching_parameters_file"):
         plan.batching_file = Path(flags["batching_parameters_file"])
-    if flags.get("monitoring_config_file"):
-        plan.monitoring_file = Path(flags["monitoring_config_file"])
+    monitoring = flags.get("monitoring_config_file")
+    if monitoring and not _notebook_default(Path(monitoring)):
+        plan.monitoring_file = Path(monitoring)
     return plan
+
+
+def _notebook_default(path: Path) -> bool:
+    """The metrics config the manager gives every server started from a notebook (for
+    %tfserve monitor): not the user's choice, so a recipe does not carry it."""
+    from tfserve_magic.registry import state_dir
+
+    return path.name.endswith(".monitoring.pbtxt") and path.parent == state_dir()

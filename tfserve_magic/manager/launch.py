@@ -23,7 +23,7 @@ from tfserve_magic.manager.spec import MODEL_SERVER_BINARY, Spec
 from tfserve_magic.manager.state import handle_for, log_path, owners_path, remove_files, save
 from tfserve_magic.records import ServerRecord, read_info
 from tfserve_magic.registry import info_path
-from tfserve_magic.server.process import children
+from tfserve_magic.server.process import children, write_atomic
 
 # Environment variables a kernel may carry that must not leak into the child's interpreter.
 _ENV_DENYLIST = ("PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONHOME")
@@ -107,7 +107,20 @@ def _command(spec: Spec, request: Request, info_file: Path, owners_file: Path):
         expect = [os.path.basename(spec.binary or MODEL_SERVER_BINARY), "tfserve_magic"]
     if request.poll is not None:
         argv.append(f"--file_system_poll_wait_seconds={_seconds_flag(request.poll, spec.backend)}")
+    if not any(a.split("=", 1)[0] == "--monitoring_config_file" for a in request.extra_args):
+        # servers started from a notebook serve their Prometheus metrics (%tfserve monitor)
+        argv.append(f"--monitoring_config_file={_monitoring_config(info_file)}")
     return argv + list(request.extra_args), expect, rest_port, grpc_port
+
+
+MONITORING_CONFIG = 'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n'
+
+
+def _monitoring_config(info_file: Path) -> Path:
+    """A MonitoringConfig that turns on TF Serving's Prometheus endpoint, beside the info file."""
+    path = info_file.with_name(info_file.name.replace(".info.json", "") + ".monitoring.pbtxt")
+    write_atomic(path, MONITORING_CONFIG)
+    return path
 
 
 def launch(spec: Spec, request: Request,
