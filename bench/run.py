@@ -34,7 +34,8 @@ from bench.peers import (
 from bench.sweep import sweep
 
 # --only: the parts of a run, each skipped unless named
-PARTS = ("decode", "startup", "http", "grpc", "hot-swap", "session-path", "sweep", "tail")
+PARTS = ("decode", "startup", "http", "grpc", "hot-swap", "session-path", "sweep", "tail",
+         "warmup")
 OTHER_PEERS = ("flask", "fastapi", "kserve", "mlserver", "tfs", "ceiling")
 SAMPLE_CHECKS = 3  # responses per wrk measurement whose values the Python client checks
 
@@ -68,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-session-path", action="store_true",
                         help="skip the session-path vs TF2-path run (bench/session_path.py)")
     parser.add_argument("--no-grpc", action="store_true", help="skip gRPC vs REST on ours")
+    parser.add_argument("--no-warmup-bench", action="store_true",
+                        help="skip the first request after start/hot swap with and without "
+                             "warm-up records (bench/warmup_first_request.py)")
     parser.add_argument("--batching-sweep", choices=["auto", "on", "off"], default="auto",
                         help="try a few batching settings at 1 image, c=32 (auto: not with "
                              "--quick)")
@@ -138,6 +142,7 @@ def _apply_only(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     args.no_startup = "startup" not in parts
     args.no_hot_swap = "hot-swap" not in parts
     args.no_session_path = "session-path" not in parts
+    args.no_warmup_bench = "warmup" not in parts
     args.no_grpc = "grpc" not in parts
     args.batching_sweep = "on" if "sweep" in parts else "off"
     args.tail = "auto" if "tail" in parts else "off"
@@ -305,6 +310,10 @@ def write_docs(results: dict, docs_dir: Path) -> None:
         from bench.session_path import write_section
 
         write_section(results["session_path"], md_path)
+    if results.get("warmup_first_request") and "error" not in results["warmup_first_request"]:
+        from bench import warmup_first_request
+
+        warmup_first_request.write_section(results["warmup_first_request"], md_path)
     log(f"Wrote {md_path} and {png_path}")
     for target in results["targets"]:
         log(f"  {target['status']:<5} {target['name']}: {target['measured']}")
@@ -387,6 +396,12 @@ def main(argv=None) -> int:
 
         results["session_path"] = _guarded(session_path.run, assets, workdir / "session",
                                            args.seconds, args.quick, log=log)
+    if not args.no_warmup_bench:
+        from bench import warmup_first_request
+
+        log("First request after start and after a hot swap, with and without warm-up ...")
+        results["warmup_first_request"] = _guarded(warmup_first_request.run,
+                                                   1 if args.quick else 3)
     if args.batching_sweep == "on" and "ours_batching" in args.peers:
         log("Batching parameters sweep (1 image, c=32) ...")
         results["batching_sweep"] = sweep(assets, workdir / "sweep", args.seconds,
