@@ -178,7 +178,7 @@ def test_explore_magic_with_a_dict_of_arrays(task_server, shell):
     with pytest.raises(UsageError, match="10 labels for"):
         shell.run_line_magic("tfserve", f"explore {url} tab_x short")
     shell.user_ns["two"] = {"age": data["age"], "sex": data["sex"]}
-    with pytest.raises(UsageError, match="no column 'fare'"):
+    with pytest.raises(UsageError, match="missing column 'fare'"):
         shell.run_line_magic("tfserve", f"explore {url} two tab_y")
     with pytest.raises(UsageError, match="multiclass"):  # a sigmoid column is no multiclass
         shell.run_line_magic("tfserve", f"explore {url} tab_x tab_y --task multiclass")

@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = [
     "prepare_inputs", "signature_inputs", "describe_inputs", "is_named", "count", "take",
-    "describe_instance",
+    "describe_instance", "named_columns", "is_frame", "as_text",
 ]
 
 # TensorFlow dtype enum names (raw metadata JSON) -> numpy names; "string" has no numpy twin.
@@ -71,10 +71,10 @@ def prepare_inputs(x, metadata=None, signature_name: str | None = None):
     docstring); without ``metadata`` only the form changes (DataFrame and list of dicts to a
     dict of arrays). Returns a dict name -> array, an array, or ``x`` as it was."""
     specs = signature_inputs(metadata, signature_name)
-    named = _as_named(x)
+    named = named_columns(x)
     if specs is None:
         return named if named is not None else x
-    if named is not None and len(specs) == 1 and not set(named) & set(specs) and _is_frame(x):
+    if named is not None and len(specs) == 1 and not set(named) & set(specs) and is_frame(x):
         return _matrix(x, *next(iter(specs.items())))  # numeric columns -> one [N, C] input
     if named is not None:
         return _named(named, specs)
@@ -87,17 +87,18 @@ def prepare_inputs(x, metadata=None, signature_name: str | None = None):
 
 def is_named(x) -> bool:
     """Named inputs: a DataFrame, a dict of arrays or a list of dicts."""
-    return _is_frame(x) or isinstance(x, Mapping) or (
+    return is_frame(x) or isinstance(x, Mapping) or (
         isinstance(x, (list, tuple)) and bool(x) and all(isinstance(r, Mapping) for r in x))
 
 
-def _is_frame(x) -> bool:
+def is_frame(x) -> bool:
+    """A pandas DataFrame (pandas itself is not imported)."""
     return type(x).__name__ == "DataFrame" and hasattr(x, "columns")
 
 
-def _as_named(x) -> dict | None:
+def named_columns(x) -> dict | None:
     """A DataFrame, a dict of arrays or a list of dicts as one dict name -> values; else None."""
-    if _is_frame(x):
+    if is_frame(x):
         return {str(c): x[c].to_numpy() for c in x.columns}
     if isinstance(x, Mapping):
         return {str(k): v for k, v in x.items()}
@@ -139,7 +140,7 @@ def _column(name: str, values, dtype: str, shape) -> np.ndarray:
     else:
         array = np.asarray(values)
         if array.dtype.kind in "USO":
-            flat = [_text(v) for v in array.reshape(-1)]
+            flat = [as_text(v) for v in array.reshape(-1)]
             stray = next((v for v in flat if not _is_number_text(v)), flat[0] if flat else "")
             raise ValueError(f"input {name!r} takes {dtype} numbers, got strings "
                              f"(e.g. {stray!r})")
@@ -167,7 +168,7 @@ def _strings(name: str, values) -> np.ndarray:
         if not isinstance(value, (str, bytes, np.str_, np.bytes_)):
             raise ValueError(f"input {name!r} takes strings, got {type(value).__name__} "
                              f"{value!r}")
-    return np.asarray([_text(v) if isinstance(v, np.str_) else v for v in flat],
+    return np.asarray([as_text(v) if isinstance(v, np.str_) else v for v in flat],
                       dtype=object).reshape(array.shape)
 
 
@@ -187,7 +188,7 @@ def _matrix(frame, name: str, spec) -> np.ndarray:
 # ---------------------------------------------------------------------------------- access
 def count(x) -> int:
     """How many instances ``x`` holds, in any of the forms above."""
-    named = _as_named(x)
+    named = named_columns(x)
     if named is not None:
         return len(next(iter(named.values()))) if named else 0
     return len(x) if isinstance(x, (list, tuple)) else int(np.shape(x)[0])
@@ -198,7 +199,7 @@ def take(x, indices):
     the form ``x`` has (a DataFrame stays a DataFrame, a dict a dict)."""
     if isinstance(indices, (int, np.integer)):
         indices = slice(0, int(indices))
-    if _is_frame(x):
+    if is_frame(x):
         return x.iloc[indices]
     if isinstance(x, Mapping):
         return {k: take(v, indices) for k, v in x.items()}
@@ -211,7 +212,7 @@ def take(x, indices):
 
 def describe_instance(x, i: int, width: int = 80) -> str:
     """Instance ``i`` in one line: a sentence, ``age=22, sex=male``, or numbers abridged."""
-    named = _as_named(x)
+    named = named_columns(x)
     if named is not None:
         text = ", ".join(f"{k}={_short(v[i])}" for k, v in named.items())
     elif isinstance(x, (list, tuple)):
@@ -232,10 +233,11 @@ def _short(value) -> str:
         return np.array2string(array, threshold=8, edgeitems=3)
     if isinstance(array, (float, np.floating)):
         return f"{float(array):.4g}"
-    return _text(array)
+    return as_text(array)
 
 
-def _text(value) -> str:
+def as_text(value) -> str:
+    """A value as text: bytes decoded as UTF-8, numpy scalars as their Python value."""
     if isinstance(value, (bytes, np.bytes_)):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, np.generic):

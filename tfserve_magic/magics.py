@@ -309,16 +309,16 @@ class TFServeMagics(Magics, Configurable):
         p.add_argument("-n", type=int, default=500, help="number of instances (default 500)")
 
     def _cmd_explore(self, args):
+        from tfserve_magic.inputs import take
         from tfserve_magic.widgets import PredictionExplorer
-        from tfserve_magic.widgets._data import head
 
         x, y = self._value(args.x, "inputs"), self._value(args.y, "labels")
         names = self._value(args.class_names, "class names") if args.class_names else None
         if args.n < 1:
             raise UsageError("-n must be at least 1")
         try:  # a dict of arrays or a DataFrame: each column sliced
-            x, y = head(x, args.n), head(y, args.n)
-        except TypeError as exc:
+            x, y = take(x, args.n), take(y, args.n)
+        except (TypeError, IndexError) as exc:
             raise UsageError(f"cannot take the first {args.n} of {args.x} or {args.y}: "
                              f"{exc}") from None
         return self._widget(

@@ -6,6 +6,8 @@ recall, F1, support, confusion matrix), ``BinaryMetrics`` (the same at a thresho
 precision/recall curve), ``RegressionMetrics`` (MAE, RMSE, R² per target and overall, worst
 rows) or ``MultilabelMetrics`` (per-label precision, recall, F1, exact match). Each has a
 ``__repr__`` and ``_repr_html_``, so ``%%predict --labels`` and notebooks show the same numbers.
+The pieces they are built from (``precision_recall_f1``, ``precision_recall_curve``,
+``regression_metrics``) are public, so the widgets compute their numbers here too.
 
 Conventions: a ratio with a zero denominator (precision with no predicted positive, recall of a
 class with no example) is 0.0; R² of a constant target is nan.
@@ -23,7 +25,8 @@ from tfserve_magic.outputs import Reading, class_ids_of, labels_per_instance, re
 
 __all__ = [
     "metrics", "ClassifierMetrics", "BinaryMetrics", "RegressionMetrics", "MultilabelMetrics",
-    "PRCurve", "precision_recall_curve", "headline_error",
+    "PRCurve", "precision_recall_curve", "headline_error", "Scores", "precision_recall_f1",
+    "regression_metrics",
 ]
 
 WORST_ROWS = 10
@@ -75,6 +78,20 @@ class PRCurve:
     thresholds: np.ndarray
     precision: np.ndarray
     recall: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """Precision, recall and F1 of boolean predictions, with the counts they come from:
+    numbers for one column, arrays (one entry per column) for ``[N, K]`` predictions."""
+
+    precision: float | np.ndarray
+    recall: float | np.ndarray
+    f1: float | np.ndarray
+    tp: int | np.ndarray
+    fp: int | np.ndarray
+    fn: int | np.ndarray
+    support: int | np.ndarray  # true positives + missed: the truly positive instances
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -320,12 +337,28 @@ def _binary(reading: Reading, truth: np.ndarray, threshold: float) -> BinaryMetr
         positive = probabilities[:, 1].astype(np.float64)
         predicted = (positive >= threshold).astype(np.int64)
         curve = precision_recall_curve(truth, positive)
-    tp = int(np.sum((predicted == 1) & (truth == 1)))
-    precision = float(_ratio(tp, np.sum(predicted == 1)))
-    recall = float(_ratio(tp, np.sum(truth == 1)))
+    at = precision_recall_f1(truth == 1, predicted == 1)
     return _classifier(reading, truth, predicted, BinaryMetrics, threshold=threshold,
-                       precision_at=precision, recall_at=recall,
-                       f1_at=float(_f1(precision, recall)), curve=curve)
+                       precision_at=at.precision, recall_at=at.recall, f1_at=at.f1, curve=curve)
+
+
+def precision_recall_f1(truth, predicted) -> Scores:
+    """``Scores`` of boolean ``predicted`` against boolean ``truth`` (0.0 where undefined);
+    ``[N, K]`` arrays are scored per column (what a multi-label model's labels need)."""
+    truth = np.asarray(truth).astype(bool)
+    predicted = np.asarray(predicted).astype(bool)
+    if truth.shape != predicted.shape:
+        raise ValueError(f"labels shaped {list(truth.shape)} for predictions shaped "
+                         f"{list(predicted.shape)}")
+    tp = (truth & predicted).sum(axis=0)
+    fp = (~truth & predicted).sum(axis=0)
+    fn = (truth & ~predicted).sum(axis=0)
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = _f1(precision, recall)
+    if truth.ndim == 1:
+        return Scores(float(precision), float(recall), float(f1), int(tp), int(fp), int(fn),
+                      int(tp + fn))
+    return Scores(precision, recall, f1, tp, fp, fn, tp + fn)
 
 
 def precision_recall_curve(truth, scores) -> PRCurve:
@@ -352,21 +385,27 @@ def _multilabel(reading: Reading, labels, threshold: float) -> MultilabelMetrics
         raise ValueError("multi-label labels must be 0/1 per label")
     truth = truth.astype(bool)
     active = probabilities >= threshold
-    tp = (active & truth).sum(axis=0)
-    precision, recall = _ratio(tp, active.sum(axis=0)), _ratio(tp, truth.sum(axis=0))
-    f1 = _f1(precision, recall)
-    micro_p = float(_ratio(tp.sum(), active.sum()))
-    micro_r = float(_ratio(tp.sum(), truth.sum()))
+    s = precision_recall_f1(truth, active)
+    micro_p = float(_ratio(s.tp.sum(), active.sum()))
+    micro_r = float(_ratio(s.tp.sum(), truth.sum()))
     names = reading.class_names or tuple(str(k) for k in range(truth.shape[1]))
     return MultilabelMetrics(
-        len(truth), threshold, tuple(names), precision, recall, f1, truth.sum(axis=0),
+        len(truth), threshold, tuple(names), s.precision, s.recall, s.f1, s.support,
         float((active == truth).all(axis=1).mean()) if len(truth) else 0.0,
-        micro_p, micro_r, float(_f1(micro_p, micro_r)), float(f1.mean()), reading.reason)
+        micro_p, micro_r, float(_f1(micro_p, micro_r)), float(s.f1.mean()), reading.reason)
 
 
 # ---------------------------------------------------------------------------------- regression
 def _regression(reading: Reading, labels, inputs, worst: int) -> RegressionMetrics:
-    predicted = np.asarray(reading.values, np.float64)
+    return regression_metrics(labels, reading.values, inputs=inputs, worst=worst,
+                              reason=reading.reason)
+
+
+def regression_metrics(labels, values, *, inputs=None, worst: int = WORST_ROWS,
+                       reason: str = "") -> RegressionMetrics:
+    """``RegressionMetrics`` of predicted ``values`` (``[N]`` or ``[N, T]``) against
+    ``labels`` of the same shape; ValueError for labels that are no numbers or misfit."""
+    predicted = np.asarray(values, np.float64)
     predicted = predicted[:, None] if predicted.ndim == 1 else predicted
     true = np.asarray(labels)
     if true.dtype.kind not in "biuf":
@@ -388,7 +427,7 @@ def _regression(reading: Reading, labels, inputs, worst: int) -> RegressionMetri
     return RegressionMetrics(
         len(true), float(np.abs(error).mean()), float(np.sqrt((error ** 2).mean())),
         float(np.mean(r2_t)), names, mae_t, rmse_t, r2_t, predicted, true, abs_error, order,
-        inputs, reading.reason)
+        inputs, reason)
 
 
 def _values(row) -> str:

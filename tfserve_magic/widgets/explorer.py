@@ -17,6 +17,7 @@ import html
 
 import numpy as np
 
+from tfserve_magic.inputs import prepare_inputs
 from tfserve_magic.outputs import TASKS, class_labels, read_outputs
 from tfserve_magic.widgets._common import (
     StatusLine,
@@ -106,6 +107,7 @@ class PredictionExplorer(StaticSummary):
         if task is not None and task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
         self.examples = Examples(x)
+        self.inputs = x  # as given: prepare_inputs shapes it for the signature
         self.x = self.examples.array if self.examples.columns is None else self.examples.columns
         self.labels = np.asarray(y)
         if self.labels.ndim == 0 or len(self.labels) != len(self.examples):
@@ -182,7 +184,7 @@ class PredictionExplorer(StaticSummary):
         """Send the inputs to the model and refresh every view (raises on failure)."""
         self.status.info(f"predicting {len(self.examples)} inputs ...")
         kwargs = predict_kwargs(self.version, self.label, self.signature_name)
-        instances = self.examples.request(self._signature(), self.signature_name)
+        instances = prepare_inputs(self.inputs, self._signature(), self.signature_name)
         prediction = self.client.predict(instances=instances, **kwargs)
         self.latency.record(getattr(prediction, "latency_s", None), series="predict")
         try:

@@ -7,10 +7,11 @@ in a gallery: all that carry it (true or predicted), the ones missed, or the fal
 from __future__ import annotations
 
 import html
+from dataclasses import asdict
 
 import numpy as np
 
-from tfserve_magic.widgets import _metrics
+from tfserve_magic import scoring
 from tfserve_magic.widgets._gallery import Gallery
 
 WHICH = (("true or predicted", "any"), ("missed (true, not predicted)", "missed"),
@@ -70,8 +71,9 @@ class MultilabelView:
 
     def per_label(self) -> dict[str, dict[str, float]]:
         """label name -> precision, recall, F1, support (and tp/fp/fn) at the threshold."""
-        scores = _metrics.per_label(self.truth, self.active())
-        return dict(zip(self.names, scores))
+        active = self.active()
+        return {name: asdict(scoring.precision_recall_f1(self.truth[:, k], active[:, k]))
+                for k, name in enumerate(self.names)}
 
     def exact_match(self) -> float:
         """Share of examples whose whole label set is right."""

@@ -12,7 +12,7 @@ import html
 
 import numpy as np
 
-from tfserve_magic.widgets import _metrics
+from tfserve_magic import scoring
 from tfserve_magic.widgets.plots import PLOT_PX, data_uri, predicted_vs_true, residual_histogram
 
 WORST = 8  # rows of worst errors
@@ -73,7 +73,8 @@ class RegressionView:
 
     def metrics(self) -> dict[str, float]:
         """MAE, RMSE, R² (and n) of the shown target."""
-        return _metrics.regression_metrics(self.truth, self.values)
+        m = scoring.regression_metrics(self.truth, self.values, worst=0)
+        return {"mae": m.mae, "rmse": m.rmse, "r2": m.r2, "n": m.n}
 
     def residuals(self) -> np.ndarray:
         return self.values - self.truth

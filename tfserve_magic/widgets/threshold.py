@@ -4,10 +4,11 @@ precision/recall trade-off (a matplotlib PNG with the current threshold marked).
 from __future__ import annotations
 
 import html
+from dataclasses import asdict
 
 import numpy as np
 
-from tfserve_magic.widgets import _metrics
+from tfserve_magic import scoring
 from tfserve_magic.widgets.plots import PLOT_PX, data_uri, precision_recall
 
 
@@ -23,8 +24,9 @@ class ThresholdPanel:
         if self.truth.shape != self.probability.shape:
             raise ValueError(f"{len(self.truth)} labels for {len(self.probability)} predictions")
         self.on_change = on_change
-        self.thresholds, self.precisions, self.recalls = _metrics.precision_recall_curve(
-            self.truth, self.probability)
+        curve = scoring.precision_recall_curve(self.truth, self.probability)
+        self.thresholds, self.precisions, self.recalls = (curve.thresholds, curve.precision,
+                                                          curve.recall)
         self.slider = w.FloatSlider(value=float(threshold), min=0.0, max=1.0, step=0.01,
                                     description="threshold", continuous_update=False,
                                     readout_format=".2f", layout=w.Layout(width="330px"))
@@ -53,7 +55,7 @@ class ThresholdPanel:
 
     def metrics(self) -> dict[str, float]:
         """Precision, recall, F1 (and tp/fp/fn) at the current threshold."""
-        return _metrics.precision_recall_f1(self.truth, self.predicted())
+        return asdict(scoring.precision_recall_f1(self.truth, self.predicted()))
 
     def headline(self) -> str:
         m = self.metrics()
