@@ -21,12 +21,12 @@ No TensorFlow, no IPython: the manager's start message and ``%%predict --show cu
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 TEMPLATE_ENV = "TFSERVE_MAGIC_PROXY_URL"
-_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::", "")
 
 
 def proxy_installed() -> bool:
@@ -80,7 +80,7 @@ def proxied_for(url: str, environ: Mapping[str, str] | None = None,
         port = parts.port
     except ValueError:
         return None
-    if port is None or (parts.hostname or "") not in _LOCAL_HOSTS:
+    if port is None or not _on_this_machine(parts.hostname or ""):
         return None
     query = f"?{parts.query}" if parts.query else ""
     return proxied_url(port, parts.path + query, environ, installed)
@@ -99,3 +99,14 @@ def curl_note(url: str, environ: Mapping[str, str] | None = None,
         f"#   {proxied}{where}\n"
         "# with your Jupyter token: -H \"Authorization: token $JUPYTER_TOKEN\"\n"
     )
+
+
+def _on_this_machine(host: str) -> bool:
+    """A loopback or any-address host: the notebook server's proxy reaches it."""
+    if host in ("", "localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified

@@ -153,10 +153,9 @@ def _check_shape(name: str, array, shape) -> None:
 def _write(path: Path, records: list[bytes]) -> Path:
     import tensorflow as tf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tf.io.TFRecordWriter(str(tmp)) as writer:
+    from tfserve_magic.server.process import atomic_target
+
+    with atomic_target(path, mode=None) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
         for record in records:
             writer.write(record)
-    os.replace(tmp, path)
     return path

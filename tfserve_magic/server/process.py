@@ -9,6 +9,7 @@ this too, and ``records.py`` builds on it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -70,17 +71,18 @@ def _pid_alive_windows(pid: int) -> bool:
     return code.value == 259  # STILL_ACTIVE
 
 
-def write_atomic(path, data: bytes | str, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: a reader sees the
-    old file or the new one, never a part. Creates the folder; the file gets ``mode``."""
+@contextlib.contextmanager
+def atomic_target(path, mode: int | None = 0o600):
+    """A temporary path beside ``path`` to write by any means (TensorFlow's writers too);
+    renamed onto ``path`` when the block ends, removed if it fails, so a reader sees the old
+    file or the new one, never a part. ``mode``: the file's permissions (None: the umask's)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -88,6 +90,15 @@ def write_atomic(path, data: bytes | str, mode: int = 0o600) -> None:
         except OSError:
             pass
         raise
+
+
+def write_atomic(path, data: bytes | str, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically (``atomic_target``); creates the folder."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_target(path, mode) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
 
 
 def write_json_atomic(path, data, mode: int = 0o600) -> None:
