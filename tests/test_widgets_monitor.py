@@ -137,3 +137,53 @@ def test_a_server_started_from_the_notebook_has_its_metrics_on(shell, server_tes
         assert from_server("Watched").monitoring_file is None
     finally:
         tfm.stop("Watched")
+
+
+def test_requests_are_counted_per_model_version_over_rest_and_grpc(tmp_path):
+    """Our per-version metrics: a stable and a canary version side by side, each with its own
+    requests, rate and latency; a request refused before a version was chosen has none."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from tests.fixtures.server import start_server
+    from tests.helpers.multi_model import CONFIG, build_multi_model
+    from tfserve_magic.tensor_proto import fill
+
+    base = build_multi_model(tmp_path / "multi")
+    config = tmp_path / "models.config"
+    config.write_text(CONFIG.format(base=base))
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text("prometheus_config { enable: true }\n")
+    server = start_server(None, f"--monitoring_config_file={monitoring}", config_file=config,
+                          workdir=tmp_path)
+    try:
+        body = {"signature_name": "scale", "instances": [1.0, 2.0]}
+        for _ in range(3):
+            assert requests.post(f"{server.url}/v1/models/Multi/versions/1:predict", json=body,
+                                 timeout=30).ok
+        for _ in range(5):
+            assert requests.post(f"{server.url}/v1/models/Multi/labels/canary:predict",
+                                 json=body, timeout=30).ok
+        missing = requests.post(f"{server.url}/v1/models/Multi/versions/9:predict", json=body,
+                                timeout=30)
+        assert missing.status_code == 404
+        with grpc.insecure_channel(f"127.0.0.1:{server.info['grpc_port']}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "Multi"
+            request.model_spec.signature_name = "scale"
+            request.model_spec.version.value = 2
+            fill(request.inputs["x"], np.array([1.0], np.float32), content=True)
+            assert stub.Predict(request, timeout=30).model_spec.version.value == 2
+        monitor = ServerMonitor(server.url, start=False)
+        assert monitor.status.kind == "ok", monitor.status.text
+        versions = monitor.versions
+        assert versions[("Multi", "1")]["requests"] == 3
+        assert versions[("Multi", "2")]["requests"] == 6  # 5 over REST, 1 over gRPC
+        assert versions[("Multi", "1")]["p50_ms"] is not None
+        assert versions[("Multi", "")]["errors"] == {"NOT_FOUND": 1}
+        assert monitor.stats["Multi"]["requests"] == 10
+        table = monitor.table.value
+        assert "version 1" in table and "version 2" in table and "no version chosen" in table
+    finally:
+        assert server.stop() == 0

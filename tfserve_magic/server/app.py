@@ -12,6 +12,7 @@ hold this process's GIL.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import re
@@ -27,6 +28,8 @@ from tfserve_magic.server.status import CODE_FOR_HTTP, ServingError, invalid
 
 log = logging.getLogger("tfserve_magic.server")
 
+# The version that answered the current request (each request runs in its own task).
+_SERVED_VERSION: contextvars.ContextVar = contextvars.ContextVar("served_version", default=None)
 _V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _POST = re.compile(
     r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)",
@@ -195,7 +198,8 @@ class ServingApp:
 
     def _record(self, model_name: str, code: str, api: str, started: float) -> None:
         if self.metrics is not None:
-            self.metrics.record_request(model_name, code, api, time.perf_counter() - started)
+            self.metrics.record_request(model_name, code, api, time.perf_counter() - started,
+                                        version=_SERVED_VERSION.get())
 
     async def _read_body(self, receive, headers: dict) -> bytes:
         limit = self.max_body_bytes
@@ -302,6 +306,7 @@ class ServingApp:
 
     async def _run(self, servable, signature, tensors, *, api: str) -> dict:
         """Run the model: batched, inline when cheap, otherwise in the pool with a deadline."""
+        _SERVED_VERSION.set(servable.version)  # this request's task: read back by _record
         if self.batcher is not None and api == "predict":
             key = inference.batch_key(servable, signature)
             future = self.batcher.submit(key, signature, tensors)

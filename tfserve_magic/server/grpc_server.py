@@ -122,16 +122,17 @@ class _Core:
             code = "INTERNAL"
             message = f"Internal server error ({type(exc).__name__}): {exc}"
         else:
-            self._record(request, api, "OK", started)
+            self._record(request, api, "OK", started, response)
             return response
         self._record(request, api, code, started)
         status = getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
         context.abort(status, _details(message))
 
-    def _record(self, request, api, code, started):
+    def _record(self, request, api, code, started, response=None):
         if self.metrics is not None and api is not None:
             name = request.model_spec.name if request.HasField("model_spec") else ""
-            self.metrics.record_request(name, code, api, time.perf_counter() - started, "GRPC")
+            self.metrics.record_request(name, code, api, time.perf_counter() - started, "GRPC",
+                                        version=_answered_version(response))
 
     def _run(self, context, servable, signature, tensors, api: str) -> dict:
         """Run now (or via the batching queue); a call that is already gone costs nothing."""
@@ -587,3 +588,11 @@ def start_grpc(flags: dict, manager, metrics=None, batcher=None, *, reuse_port: 
     server.start()
     log.info("Running gRPC ModelServer at %s ... (%d threads)", ", ".join(addresses), threads)
     return server, bound
+
+
+def _answered_version(response) -> int | None:
+    """The version a Predict/Classify/Regress response names (its model_spec), else None."""
+    spec = getattr(response, "model_spec", None)
+    if spec is None or not spec.HasField("version"):
+        return None
+    return int(spec.version.value)

@@ -163,7 +163,16 @@ class ServerMetrics:
         self.warmup_records_read = Counter(
             "/tensorflow/serving/model_warmup_records_read", ("model_path", "status")
         )
+        # ours (not TF Serving's, whose request metrics have no version label): requests and
+        # latency per model *version*, for %tfserve monitor and a canary beside a stable version
+        self.version_request_count = Counter(
+            "/tfserve_magic/request_count", ("model_name", "version", "status")
+        )
+        self.version_request_latency = Histogram(
+            "/tfserve_magic/request_latency", ("model_name", "version", "API"), latency_us
+        )
         self._all = [
+            self.version_request_count, self.version_request_latency,
             self.request_count, self.request_latency, self.runtime_latency, self.example_counts,
             self.example_count_total, self.load_attempts, self.load_latency,
             self.queuing_latency, self.input_batch_size, self.processed_batch_size,
@@ -172,11 +181,19 @@ class ServerMetrics:
         ]
 
     def record_request(
-        self, model_name: str, code: str, api: str, seconds: float, entrypoint: str = "REST"
+        self, model_name: str, code: str, api: str, seconds: float, entrypoint: str = "REST",
+        version: int | None = None,
     ) -> None:
+        """One request; ``version``: the version that answered it (None: not known, e.g. an
+        error before a version was chosen)."""
         self.request_count.inc(model_name, code)
         if code == "OK":
             self.request_latency.observe(seconds * 1e6, model_name, api, entrypoint)
+        if model_name and api:
+            label = "" if version is None else str(version)
+            self.version_request_count.inc(model_name, label, code)
+            if code == "OK":
+                self.version_request_latency.observe(seconds * 1e6, model_name, label, api)
 
     def record_load(self, model_path: str, ok: bool, seconds: float) -> None:
         self.load_attempts.inc(model_path, "success" if ok else "fail")

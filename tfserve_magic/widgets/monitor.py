@@ -26,6 +26,9 @@ REQUESTS = ":tensorflow:serving:request_count"
 LATENCY = ":tensorflow:serving:request_latency"  # microseconds
 EXAMPLES = ":tensorflow:serving:request_example_counts"
 BATCHES = ":tensorflow:serving:batching_session:processed_batch_size"
+# ours (server/metrics.py): the same per model *version*; absent on other servers
+VERSION_REQUESTS = ":tfserve_magic:request_count"
+VERSION_LATENCY = ":tfserve_magic:request_latency"
 HISTORY = 120  # readings kept for the requests-per-second plot
 
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?\s*$")
@@ -153,6 +156,47 @@ def model_stats(now: Reading, before: Reading | None) -> dict[str, dict]:
     return stats
 
 
+def version_stats(now: Reading, before: Reading | None) -> dict[tuple[str, str], dict]:
+    """Per (model, version): requests, rps, errors by status and latency p50/p99 (ms) over the
+    interval since ``before``, from our per-version metrics ("" version: the request failed
+    before a version was chosen). Empty for a server without them (the real TF Serving)."""
+    def key(labels):
+        return labels.get("model_name", ""), labels.get("version", "")
+
+    counts: dict = {}
+    for labels, value in now.samples.get(VERSION_REQUESTS, []):
+        counts.setdefault(key(labels), {})[labels.get("status", "?")] = value
+    before_totals: dict = {}
+    for labels, value in (before.samples.get(VERSION_REQUESTS, []) if before else []):
+        before_totals[key(labels)] = before_totals.get(key(labels), 0.0) + value
+    latency_now: dict = {}
+    latency_before: dict = {}
+    for reading, into in ((now, latency_now), (before, latency_before)):
+        for labels, value in (reading.samples.get(VERSION_LATENCY + "_bucket", [])
+                              if reading else []):
+            if labels.get("API", "").lower() not in INFERENCE_APIS:
+                continue
+            bound = float("inf") if labels.get("le") == "+Inf" else float(labels["le"])
+            per = into.setdefault(key(labels), {})
+            per[bound] = per.get(bound, 0.0) + value
+    dt = (now.t - before.t) if before is not None else None
+    stats = {}
+    for k in sorted(counts):
+        total = sum(counts[k].values())
+        window = _minus(latency_now.get(k, {}), latency_before.get(k))
+        if not window or max(window.values(), default=0) <= 0:
+            window = latency_now.get(k, {})
+        p50, p99 = quantile(window, 0.5), quantile(window, 0.99)
+        stats[k] = {
+            "requests": total,
+            "rps": (total - before_totals.get(k, 0.0)) / dt if dt and dt > 0 else None,
+            "errors": {st: v for st, v in counts[k].items() if st != "OK" and v},
+            "p50_ms": None if p50 is None else p50 / 1e3,
+            "p99_ms": None if p99 is None else p99 / 1e3,
+        }
+    return stats
+
+
 def batch_stats(now: Reading) -> dict[str, dict]:
     """Server-side batching (``--enable_batching``): per thread pool, batches and mean size."""
     out = {}
@@ -189,6 +233,7 @@ class ServerMonitor(StaticSummary):
         self.readings: list[Reading] = []
         self.rps_history: dict[str, list[tuple[float, float]]] = {}
         self.stats: dict[str, dict] = {}
+        self.versions: dict[tuple[str, str], dict] = {}  # (model, version) -> the same numbers
         self.batches: dict[str, dict] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -240,6 +285,7 @@ class ServerMonitor(StaticSummary):
         before = self.readings[-1] if self.readings else None
         self.readings = [*self.readings[-1:], reading]
         self.stats = model_stats(reading, before)
+        self.versions = version_stats(reading, before)
         self.batches = batch_stats(reading)
         for model, s in self.stats.items():
             if s["rps"] is not None:
@@ -316,6 +362,17 @@ class ServerMonitor(StaticSummary):
                         f"<td style='color:{'#c62828' if errors else '#555'}'>"
                         f"{errors or 'none'}</td>"
                         + (f"<td>{size}</td>" if sizes_known else "") + "</tr>")
+            for (name, version), v in self.versions.items():
+                if name != model:
+                    continue
+                verrors = ", ".join(f"{html.escape(k)} {int(n)}" for k, n in v["errors"].items())
+                vrps = "–" if v["rps"] is None else f"{v['rps']:.1f}"
+                which = f"version {html.escape(version)}" if version else "no version chosen"
+                rows.append(f"<tr style='color:#555'><td style='padding-left:14px'>{which}</td>"
+                            f"<td>{int(v['requests'])}</td><td>{vrps}</td>"
+                            f"<td>{_ms(v['p50_ms'])}</td><td>{_ms(v['p99_ms'])}</td>"
+                            f"<td>{verrors or 'none'}</td>"
+                            + ("<td></td>" if sizes_known else "") + "</tr>")
         batching = "".join(
             f"<div style='font-size:12px;color:#555'>server batching ({html.escape(pool)}): "
             f"{int(b['batches'])} batches, mean size {b['mean']:.1f}</div>"
