@@ -172,12 +172,12 @@ class ServerMetrics:
             "/tfserve_magic/request_latency", ("model_name", "version", "API"), latency_us
         )
         self._all = [
-            self.version_request_count, self.version_request_latency,
             self.request_count, self.request_latency, self.runtime_latency, self.example_counts,
             self.example_count_total, self.load_attempts, self.load_latency,
             self.queuing_latency, self.input_batch_size, self.processed_batch_size,
             self.padding_size,
             self.warmup_latency, self.warmup_records_read,  # [issue 22 hook]
+            self.version_request_count, self.version_request_latency,  # ours, last
         ]
 
     def record_request(
