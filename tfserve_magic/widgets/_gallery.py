@@ -17,6 +17,9 @@ CaptionFn = Callable[[int], tuple]
 TILE_WIDTH = 96  # px: a 56 px thumbnail and a one-line caption such as "pred 7 / true 7"
 
 
+TABLE_MAX_PX = 860  # the inputs table, inside the widgets' 880 px
+_CUT = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
+
 class Gallery:
     """Shows ``items`` (indices into the inputs) one page at a time.
 
@@ -171,13 +174,18 @@ class Gallery:
             text, wrong, extra, *_ = self.caption(i)
             color = "#c62828" if wrong else "#1a7f37"
             rows.append(
-                f"<tr><td style='color:#777'>{i}</td><td>{shown}</td>"
-                f'<td style="color:{color};white-space:nowrap">{"✗ " if wrong else ""}'
-                f"{html.escape(text)}</td><td style='color:#555'>"
+                f"<tr><td style='color:#777'>{i}</td><td style='{_CUT}'>{shown}</td>"
+                f'<td style="color:{color};{_CUT}">{"✗ " if wrong else ""}'
+                f"{html.escape(text)}</td><td style='color:#555;{_CUT}'>"
                 f"{html.escape(str(extra))}</td></tr>"
             )
+        # fixed layout within the widget's width: a long row is cut (its tooltip holds it all)
+        # instead of widening the output past a 900 px output area
         return (
-            '<table class="tfserve-table" style="font-size:12px;border-collapse:collapse">'
+            '<table class="tfserve-table" style="font-size:12px;border-collapse:collapse;'
+            f'table-layout:fixed;width:100%;max-width:{TABLE_MAX_PX}px">'
+            "<colgroup><col style='width:44px'><col><col style='width:170px'>"
+            "<col style='width:150px'></colgroup>"
             "<tr><th>#</th><th style='text-align:left'>input</th><th>prediction</th>"
             "<th></th></tr>" + "".join(rows) + "</table>"
         )

@@ -16,6 +16,7 @@ from tfserve_magic import scoring
 from tfserve_magic.widgets.plots import PLOT_PX, data_uri, predicted_vs_true, residual_histogram
 
 WORST = 8  # rows of worst errors
+MAX_WIDTH_PX = 880  # inside a 900 px output area, like the other views
 
 
 class RegressionView:
@@ -57,7 +58,7 @@ class RegressionView:
             w.HBox([self.numbers, self.target], layout=w.Layout(align_items="center")),
             plots, w.HTML("<b>Worst errors</b> <small style='color:#555'>· click a row to see "
                           "its input and its dot</small>"), self.rows, self.detail,
-        ])
+        ], layout=w.Layout(max_width=f"{MAX_WIDTH_PX}px", overflow="hidden"))
         self.widget.add_class("tfserve-regression")
         self.scatter.add_class("tfserve-scatter")
         self.render()
@@ -119,8 +120,12 @@ class RegressionView:
             button.on_click(lambda _, i=i: self.select(i))
             button.add_class("tfserve-row-button")
             self.row_buttons[i] = button
-            text = w.HTML(self._row_text(i), layout=w.Layout(flex="1 1 auto", overflow="hidden"))
-            rows.append(w.HBox([button, text], layout=w.Layout(align_items="center")))
+            # min_width 0: a flex item may shrink below its text, so a long row of named
+            # inputs is cut at the output area's edge instead of widening the widget
+            text = w.HTML(self._row_text(i), layout=w.Layout(flex="1 1 auto", overflow="hidden",
+                                                             min_width="0"))
+            rows.append(w.HBox([button, text], layout=w.Layout(align_items="center",
+                                                               width="100%")))
         self.rows.children = rows
 
     def _row_text(self, i: int) -> str:
