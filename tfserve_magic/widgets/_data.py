@@ -17,6 +17,7 @@ from tfserve_magic.widgets._common import image_view, png_bytes, thumbnail_scale
 
 TEXT_CUT = 110  # characters of a sentence shown in a row; the rest is in the tooltip
 FEATURES_SHOWN = 8  # named features shown in a row; the rest is in the tooltip
+LINE_CHARS = 34  # characters of features that fit the 340 px line beside "+N more"
 # one line per example in a table (the cut part ends in an ellipsis; the tooltip has it all)
 _ONE_LINE = ("display:inline-block;max-width:340px;white-space:nowrap;overflow:hidden;"
              "text-overflow:ellipsis;vertical-align:middle")
@@ -93,10 +94,15 @@ class Examples:
         tip = html.escape(full, quote=True)
         if self.columns is not None:
             items = list(self.columns.items())
-            parts = [f"<b>{html.escape(k)}</b>&nbsp;{html.escape(_number(v[i]))}"
-                     for k, v in items[:FEATURES_SHOWN]]
-            if len(items) > FEATURES_SHOWN:
-                parts.append(f"<i>+{len(items) - FEATURES_SHOWN} more</i>")
+            parts, used = [], 0
+            for k, v in items[:FEATURES_SHOWN]:  # as many as the line holds, whole
+                value = _number(v[i])
+                if parts and used + len(k) + len(value) + 3 > LINE_CHARS:
+                    break
+                parts.append(f"<b>{html.escape(k)}</b>&nbsp;{html.escape(value)}")
+                used += len(k) + len(value) + 3
+            if len(items) > len(parts):
+                parts.append(f"<i>+{len(items) - len(parts)} more</i>")
             return (f'<span class="tfserve-features" title="{tip}" style="{_ONE_LINE}">'
                     f'{" · ".join(parts)}</span>')
         if self.kind == "text":
