@@ -11,7 +11,7 @@ export TF_ENABLE_ONEDNN_OPTS ?= 0
 venv: $(STAMP)
 
 # Re-install when the venv is missing, or pyproject.toml is newer than the last install (stale).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py tfserve_magic/server/_simdnest.cpp
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

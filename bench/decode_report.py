@@ -13,14 +13,15 @@ import sys
 
 from bench.env import REPO, tf_env
 
-COLUMNS = ("exact", "ours", "simdjson", "orjson V2")  # bench/decode_simd.py's columns
+COLUMNS = ("exact", "ours py", "ours", "simdjson", "orjson V2")  # bench/decode_simd.py's columns
 JSON_MARKER = "DECODE_SIMD_JSON "  # the line of bench/decode_simd.py --json that run reads
 
 DECODE_TARGET = 2.5  # exact tiers / ours, 100 MNIST-like images
 MLSERVER_TARGETS = {8: 2.0, 1: 1.5, 32: 1.5}  # concurrency -> ours / MLServer, 100 images
 COLUMN_TITLES = {
     "exact": "exact tiers ms",
-    "ours": "ours (SIMD tier) ms",
+    "ours py": "ours, pysimdjson alone ms",
+    "ours": "ours (SIMD tier as served) ms",
     "simdjson": "simdjson only ms",
     "orjson V2": "orjson V2 + asarray ms",
 }
@@ -89,22 +90,26 @@ def _decode_lines(decode: dict | None) -> list:
     if not data:
         return ["The decode run failed:", "", "```",
                 decode.get("output", "").strip() or "(no output)", "```"]
+    # results written before the "ours py" column (bench.run --from-results) lack it
+    columns = [c for c in COLUMNS if all(c in row["ms"] for row in data["rows"])]
     lines = [
         "Body to numpy array only (no HTTP, no model), from `python -m bench.decode_simd`: "
         "CPU ms per call, best of 5 rounds (so other processes count less), "
-        f"{data['cpus']} CPUs, load average {data['load_average']:.1f} at its start. Bodies are "
+        f"{data['cpus']} CPUs, load average {data['load_average']:.1f} at its start; the "
+        f"compiled decoder was {'built' if data.get('compiled', True) else 'NOT built'}. "
+        "Bodies are "
         "`json.dumps({\"signature_name\": ..., \"instances\": x.tolist()})` of float32 "
         "[N, 28, 28, 1] images, MNIST-like (about 80% zeros) or dense random; orjson V2 is "
         "MLServer's path (the same values as one flat V2 tensor, `orjson.loads` + "
         "`np.asarray`). Every column's tensor is checked to be the same.",
         "",
-        "| values | images | bytes | " + " | ".join(COLUMN_TITLES[c] for c in COLUMNS)
+        "| values | images | bytes | " + " | ".join(COLUMN_TITLES[c] for c in columns)
         + " | exact / ours | ours / simdjson | V2 / ours |",
-        "|---|---:|---:|" + "---:|" * (len(COLUMNS) + 3),
+        "|---|---:|---:|" + "---:|" * (len(columns) + 3),
     ]
     for row in data["rows"]:
         ms = row["ms"]
-        cells = " | ".join(f"{ms[c]:.3f}" for c in COLUMNS)
+        cells = " | ".join(f"{ms[c]:.3f}" for c in columns)
         lines.append(f"| {row['values']} | {row['n_images']:,} | {row['bytes']:,} | {cells} | "
                      f"{ms['exact'] / ms['ours']:.2f}x | {ms['ours'] / ms['simdjson']:.2f}x | "
                      f"{ms['orjson V2'] / ms['ours']:.2f}x |")

@@ -8,7 +8,8 @@ dense random values. Columns, CPU time per call (best of 5 rounds, so other proc
 machine count less):
 
 - exact: ``codec.parse_predict`` + ``decode_predict`` with the SIMD tier off (before issue 23)
-- ours: the same calls with the SIMD tier (server/simd_decode.py)
+- ours py: the same calls with the SIMD tier on pysimdjson alone (no compiled decoder)
+- ours: the same calls as served: the compiled decoder where it was built (server/_simdnest.cpp)
 - simdjson: pysimdjson parse + ``Array.as_buffer`` of the instances -> float32, no checks at all
 - orjson V2: ``orjson.loads`` of the flat V2 body + ``np.asarray(data, float32)``
 
@@ -35,6 +36,7 @@ from tfserve_magic.server import codec, simd_decode
 
 SPECS = {"x": codec.InputSpec("x", np.dtype("float32"), (-1, 28, 28, 1))}
 _PARSER = simdjson.Parser()
+COMPILED = simd_decode.COMPILED  # as served (False where the compiled decoder was not built)
 
 
 def dense_random(n: int, seed: int = 0) -> np.ndarray:
@@ -45,13 +47,14 @@ def classic_body(x: np.ndarray) -> bytes:
     return json.dumps({"signature_name": "serving_default", "instances": x.tolist()}).encode()
 
 
-def codec_decode(body: bytes, simd: bool) -> np.ndarray:
+def codec_decode(body: bytes, simd: bool, compiled: bool = True) -> np.ndarray:
     simd_decode.ENABLED = simd
+    simd_decode.COMPILED = compiled and COMPILED
     try:
         request = codec.parse_predict(body)
         tensors, _ = codec.decode_predict(request, SPECS)
     finally:
-        simd_decode.ENABLED = True
+        simd_decode.ENABLED, simd_decode.COMPILED = True, COMPILED
     assert request.decoded_by == ("simd" if simd else "fast"), request.decoded_by
     return tensors["x"]
 
@@ -75,6 +78,7 @@ def measure(x: np.ndarray, budget: float) -> dict:
     v2 = v2_body(body)
     calls = {
         "exact": lambda: codec_decode(body, False),
+        "ours py": lambda: codec_decode(body, True, compiled=False),
         "ours": lambda: codec_decode(body, True),
         "simdjson": lambda: simdjson_only(body),
         "orjson V2": lambda: orjson_v2(v2),
@@ -99,7 +103,8 @@ def measure_all(sizes, budget: float, log=None) -> dict:
             rows.append(row)
             if log is not None:
                 log(format_row(row))
-    return {"cpus": os.cpu_count(), "load_average": load, "budget_s": budget, "rows": rows}
+    return {"cpus": os.cpu_count(), "load_average": load, "budget_s": budget,
+            "compiled": COMPILED, "rows": rows}
 
 
 def header() -> str:
@@ -125,7 +130,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"CPU ms per call, best of 5 rounds; {os.cpu_count()} CPUs, load average {load:.1f}")
+    print(f"CPU ms per call, best of 5 rounds; {os.cpu_count()} CPUs, load average {load:.1f}; "
+          f"compiled decoder {'built' if COMPILED else 'NOT built: ours = ours py'}")
     print(header())
     data = measure_all(sizes, args.budget, log=lambda line: print(line, flush=True))
     if args.json:

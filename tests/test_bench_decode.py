@@ -22,7 +22,8 @@ def _cell(peer, n, c, rate):
 
 def _decode_row(values, n, exact, ours):
     return {"values": values, "n_images": n, "bytes": 1000 * n,
-            "ms": {"exact": exact, "ours": ours, "simdjson": ours / 2, "orjson V2": ours * 1.5}}
+            "ms": {"exact": exact, "ours py": ours * 1.3, "ours": ours, "simdjson": ours / 2,
+                   "orjson V2": ours * 1.5}}
 
 
 def _results(decode_rows):
@@ -63,8 +64,12 @@ def test_markdown_section(tmp_path):
     report.write_markdown(results, tmp_path / "b.md", tmp_path / "b.png")
     text = (tmp_path / "b.md").read_text()
     assert "## SIMD decode (issue 23)" in text
-    assert "| mnist | 100 | 100,000 | 10.000 | 4.000 | 2.000 | 6.000 | 2.50x | 2.00x | 1.50x |" \
-        in text
+    assert ("| mnist | 100 | 100,000 | 10.000 | 5.200 | 4.000 | 2.000 | 6.000 | 2.50x | 2.00x | "
+            "1.50x |") in text
+    older = _results([_decode_row("mnist", 100, 10.0, 4.0)])  # before the "ours py" column
+    del older["decode_simd"]["data"]["rows"][0]["ms"]["ours py"]
+    assert "| mnist | 100 | 100,000 | 10.000 | 4.000 | 2.000 | 6.000 | 2.50x |" in \
+        decode_report.markdown_section(older, {}, "ours")
     assert "vs MLServer at 100 images (requests per second, same run): c=1: 1.20x, c=8: 2.10x." \
         in text
     failed = {"decode_simd": {"returncode": 1, "output": "Traceback: boom", "data": None}}

@@ -178,7 +178,8 @@ _BIG_BODIES = {
 
 @pytest.mark.parametrize("kind", sorted(_BIG_BODIES))
 def test_status_stays_fast_while_16mb_bodies_are_decoded(server, kind):
-    # Bodies of 1 MiB and more are decoded in a helper process: the server's GIL stays free.
+    # Bodies of 1 MiB and more are decoded in a helper process, or in-process by the compiled
+    # SIMD decoder, which lets the GIL go ("valid"): either way the server's GIL stays free.
     # In-process, single C calls held it: max 86-220 ms, and 3.7 s for the deep body.
     make, expected = _BIG_BODIES[kind]
     body = make()
@@ -215,6 +216,8 @@ def _large_cases() -> dict:
         "columns": ("half", json.dumps({"inputs": values}).encode()),
         "named signature": ("half", json.dumps(
             {"signature_name": "serving_default", "instances": values}).encode()),
+        "escaped signature": ("half", b'{"signature_name": "serving\\u005fdefault", '
+                              + rows[1:]),
         "unknown signature": ("half", json.dumps(
             {"signature_name": "nope", "instances": values}).encode()),
         "nan": ("half", rows[:-2] + b", NaN]}"),
@@ -284,10 +287,16 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has exited
 
 
+def _helper_body() -> bytes:
+    """A large body that goes to a helper process: the escape in its signature name keeps the
+    compiled SIMD decoder (which would decode it in-process, without the GIL) out."""
+    return _large_cases()["escaped signature"][1]
+
+
 def test_dead_decode_process_falls_back_without_losing_requests(half_base, tmp_path):
     running = start_server(half_base, model_name="half", workdir=tmp_path)
     try:
-        model, body = _large_cases()["rows"]
+        body = _helper_body()
         first = requests.post(f"{running.url}/v1/models/half:predict", data=body, timeout=120)
         assert first.status_code == 200
         helpers = _helpers(running.pid)
@@ -302,10 +311,29 @@ def test_dead_decode_process_falls_back_without_losing_requests(half_base, tmp_p
         running.stop()
 
 
+def test_large_numeric_bodies_stay_in_process_with_the_compiled_decoder(half_base, tmp_path):
+    from tfserve_magic.server import simd_decode
+
+    if not simd_decode.COMPILED:
+        pytest.skip("the compiled SIMD decoder was not built")
+    running = start_server(half_base, model_name="half", workdir=tmp_path)
+    try:
+        rows = _large_cases()["rows"][1]
+        answer = requests.post(f"{running.url}/v1/models/half:predict", data=rows, timeout=120)
+        assert answer.status_code == 200
+        assert not _helpers(running.pid), "a proved numeric body went to a helper process"
+        escaped = requests.post(f"{running.url}/v1/models/half:predict", data=_helper_body(),
+                                timeout=120)
+        assert escaped.status_code == 200 and escaped.content == answer.content
+        assert _helpers(running.pid), "the escaped body should have gone to a helper"
+    finally:
+        running.stop()
+
+
 def test_decode_processes_exit_with_a_killed_server(half_base, tmp_path):
     running = start_server(half_base, model_name="half", workdir=tmp_path)
     try:
-        model, body = _large_cases()["rows"]
+        body = _helper_body()
         assert requests.post(f"{running.url}/v1/models/half:predict", data=body,
                              timeout=120).status_code == 200
         helpers = _helpers(running.pid)

@@ -6,7 +6,7 @@ before the codec runs. Model calls whose measured cost is small run inline on th
 so status and metadata requests are not stuck behind them (docs/design.md). Bodies larger than
 ``inline_body_bytes`` are parsed and decoded on a separate thread for the same reason, and
 those of ``process_body_bytes`` and more in a helper process (decode_pool), whose C calls do not
-hold this process's GIL.
+hold this process's GIL, unless the compiled SIMD decoder (which lets the GIL go) proves them.
 """
 
 from __future__ import annotations
@@ -247,12 +247,17 @@ class ServingApp:
         return self._pool
 
     def _decode_predict(self, name, version, label, body: bytes):
+        request = None
         if self._for_helper(body):
-            try:
-                return self._decode_predict_in_helper(name, version, label, body)
-            except decode_pool.PoolUnavailable:
-                pass  # logged once by the pool; decode here
-        request = codec.parse_predict(body)  # steps 1-2
+            # The compiled SIMD decoder lets the GIL go: what it proves stays in-process.
+            request = codec.parse_predict_gil_free(body)
+            if request is None:
+                try:
+                    return self._decode_predict_in_helper(name, version, label, body)
+                except decode_pool.PoolUnavailable:
+                    pass  # logged once by the pool; decode here
+        if request is None:
+            request = codec.parse_predict(body)  # steps 1-2
         servable = self.manager.resolve(name, version, label)  # step 3
         signature = servable.signature(request.signature_name)
         tensors, row = codec.decode_predict(request, signature.specs)  # steps 4-5

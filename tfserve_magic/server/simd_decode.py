@@ -1,5 +1,10 @@
 """The SIMD tier: numeric predict bodies parsed by simdjson straight into numpy (issue 23).
 
+Two ways to the same answers. Where the package was built with a C++ compiler, the compiled
+half (`_simdnest.cpp`, built by setup.py from pysimdjson's copy of simdjson) parses the body,
+proves every nest rectangular and copies its numbers out in one walk of simdjson's tape, with
+the GIL let go. Elsewhere pysimdjson does it from Python, as follows.
+
 For ``{"instances": [[...]]}`` and ``{"inputs": [...]}`` / ``{"inputs": {"a": [...], ...}}``
 bodies (optionally with a string ``signature_name``) whose tensors are rectangular nests of
 numbers and whose signature dtypes are numeric. pysimdjson parses the body (SIMD, in C) and
@@ -42,11 +47,17 @@ try:
     import simdjson
 except ImportError:  # no wheel for this platform: the pure-Python tiers do everything
     simdjson = None
+try:
+    from tfserve_magic.server import _simdnest
+except ImportError:  # built without a C++ compiler: pysimdjson proves the shapes instead
+    _simdnest = None
 
-__all__ = ["ENABLED", "SimdBody", "decode", "decode_numeric", "parse"]
+__all__ = ["COMPILED", "ENABLED", "SimdBody", "decode", "decode_numeric", "parse"]
 
-# TFSERVE_MAGIC_SIMD_DECODE=0 turns the tier off (diagnostics, the bench's "before" column).
+# TFSERVE_MAGIC_SIMD_DECODE=0 turns the tier off (diagnostics, the bench's "before" column);
+# TFSERVE_MAGIC_SIMD_COMPILED=0 keeps it on pysimdjson alone (the bench's middle column).
 ENABLED = simdjson is not None and os.environ.get("TFSERVE_MAGIC_SIMD_DECODE", "1") != "0"
+COMPILED = _simdnest is not None and os.environ.get("TFSERVE_MAGIC_SIMD_COMPILED", "1") != "0"
 
 MAX_RANK = 64  # numpy's limit on dimensions (codec.MAX_DIMS): deeper goes to the exact tiers
 _KEPT = b'[]{},:"'
@@ -86,6 +97,19 @@ class _Nest(NamedTuple):
     shape: tuple
 
 
+class _Flat(NamedTuple):
+    """One tensor from the compiled half: its numbers already copied out, in order.
+
+    `kind` says which integer reads are allowed, as as_buffer would: "i" (every number an
+    integer within int64), "u" (every number a non-negative integer within uint64).
+    """
+
+    shape: tuple
+    doubles: bytearray
+    ints: Optional[bytearray]
+    kind: str
+
+
 class SimdBody:
     """A predict body whose structure is proved; the tensors come in `decode` (dtype known).
 
@@ -97,7 +121,7 @@ class SimdBody:
     def __init__(self, signature_name: str, row: bool, plain, named):
         self.signature_name = signature_name
         self.row = row  # "instances" (row format) or "inputs" (columnar)
-        self.plain: Optional[_Nest] = plain  # one unnamed tensor
+        self.plain = plain  # one unnamed tensor: a _Nest or a _Flat
         self.named: Optional[dict] = named  # columnar {"inputs": {name: nest}}
 
 
@@ -211,10 +235,24 @@ def _proved_by_sizes(body: bytes, nests: list, in_strings: int) -> bool:
     return brackets == arrays + in_strings
 
 
+def _parse_compiled(body: bytes) -> Optional[SimdBody]:
+    """The compiled half's parse: the same rules, the numbers copied out already."""
+    parsed = _simdnest.parse(body)
+    if parsed is None:
+        return None
+    signature_name, row, payload = parsed
+    if isinstance(payload, dict):
+        return SimdBody(signature_name, row, None,
+                        {name: _Flat(*nest) for name, nest in payload.items()})
+    return SimdBody(signature_name, row, _Flat(*payload), None)
+
+
 def parse(body: bytes) -> Optional[SimdBody]:
     """Steps 1-2 for a numeric body, or None when the exact tiers must decide."""
     if not ENABLED or b"\\" in body:  # no escapes: every '"' in the bytes delimits a string
         return None
+    if COMPILED:
+        return _parse_compiled(body)
     try:
         doc = _parse_json(body)
     except (ValueError, TypeError, RuntimeError, KeyError, IndexError, OverflowError):
@@ -253,6 +291,8 @@ def parse(body: bytes) -> Optional[SimdBody]:
         return None
     skeleton.append(b"}")
     nests = [plain] if plain is not None else list(named.values())
+    if any(math.prod(nest.shape) > len(body) for nest in nests):
+        return None  # a first chain posing as a tensor larger than the body could hold
     if sum(_child_arrays(nest.shape) for nest in nests) * _BYTES_PER_ARRAY <= len(body):
         # Few arrays for the bytes (e.g. [N, 784]): simdjson's array sizes prove the shape.
         in_strings = signature_name.count("[") + sum(key.count("[") for key in named or ())
@@ -302,14 +342,25 @@ def _plan(dtype) -> Optional[_Plan]:
     return plan
 
 
-def _tensor(nest: _Nest, plan: _Plan) -> Optional[np.ndarray]:
-    """The nest as the plan's dtype, or None if a value breaks TF Serving's rules for it."""
+def _flat(nest, plan: _Plan) -> Optional[np.ndarray]:
+    """The nest's numbers as as_buffer reads them for the plan, or None where it refuses."""
+    if isinstance(nest, _Flat):
+        if plan.of_type == "d":
+            return np.frombuffer(nest.doubles, dtype=np.float64)
+        if nest.ints is None or plan.of_type not in nest.kind:
+            return None
+        return np.frombuffer(nest.ints, dtype=plan.buffer_dtype)
     try:
         buffer = nest.array.as_buffer(of_type=plan.of_type)
     except (ValueError, TypeError, RuntimeError, OverflowError):
         return None  # a non-number, a decimal for an integer dtype, a negative for uint64
-    flat = np.frombuffer(buffer, dtype=plan.buffer_dtype)
-    if flat.size != math.prod(nest.shape):
+    return np.frombuffer(buffer, dtype=plan.buffer_dtype)
+
+
+def _tensor(nest, plan: _Plan) -> Optional[np.ndarray]:
+    """The nest as the plan's dtype, or None if a value breaks TF Serving's rules for it."""
+    flat = _flat(nest, plan)
+    if flat is None or flat.size != math.prod(nest.shape):
         return None  # an innermost [] where a number was expected
     bounds = plan.bounds
     if bounds is not None and (int(flat.min()) < bounds[0] or int(flat.max()) > bounds[1]):

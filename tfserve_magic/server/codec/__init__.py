@@ -33,7 +33,12 @@ from tfserve_magic.server.codec.encode import (
 from tfserve_magic.server.codec.errors import CodecError
 from tfserve_magic.server.codec.examples import ExamplesBody, parse_examples
 from tfserve_magic.server.codec.floats import format_float
-from tfserve_magic.server.codec.parse import MAX_DEPTH, PredictBody, parse_predict
+from tfserve_magic.server.codec.parse import (
+    MAX_DEPTH,
+    PredictBody,
+    parse_predict,
+    parse_predict_gil_free,
+)
 
 __all__ = [
     "MAX_DEPTH",
@@ -50,5 +55,6 @@ __all__ = [
     "format_float",
     "parse_examples",
     "parse_predict",
+    "parse_predict_gil_free",
     "tf_dtype_name",
 ]

@@ -154,9 +154,7 @@ def parse_predict(body: bytes) -> PredictBody:
     if not body:
         raise CodecError("JSON Parse error: The document is empty")
     # SIMD tier (simd_decode.py): the structure is proved here, the tensors in decode_predict
-    req.simd = simd_decode.parse(body)
-    if req.simd is not None:
-        req.signature_name, req.path = req.simd.signature_name, "simd"
+    if _by_simd(req):
         return req
     scanned = _fastjson.scan_predict_body(body)
     if scanned is not None:
@@ -167,6 +165,26 @@ def parse_predict(body: bytes) -> PredictBody:
     req.doc, req.path = _parse_document(body)
     req.signature_name = _check_top(req.doc)
     return req
+
+
+def _by_simd(req: PredictBody) -> bool:
+    req.simd = simd_decode.parse(req.body)
+    if req.simd is None:
+        return False
+    req.signature_name, req.path = req.simd.signature_name, "simd"
+    return True
+
+
+def parse_predict_gil_free(body: bytes) -> PredictBody | None:
+    """`parse_predict` when the compiled SIMD decoder proves the body, else None.
+
+    That decoder parses without the GIL, so app.py keeps such bodies in-process (on a decode
+    thread) rather than sending them to a helper process, whose round trip then costs more.
+    """
+    if not simd_decode.COMPILED:
+        return None
+    req = PredictBody(bytes(body))
+    return req if _by_simd(req) else None
 
 
 def _document(req: PredictBody):
