@@ -11,8 +11,9 @@
 //     shape   tuple of ints (no zero dims, rank 1..64)
 //     doubles bytearray of float64, every number as simdjson's get_double reads it
 //     ints    bytearray of 64-bit integers (bit patterns) or None when a number is a decimal
-//     kind    "i": every number fits int64; "u": every number is a non-negative integer
-//             (some beyond int64); "d": some number is a decimal; "iu": both "i" and "u" hold
+//     kind    which integer reads as_buffer would allow: holds "i" when every number is an
+//             integer within int64, "u" when every number is a non-negative integer within
+//             uint64 ("iu", "i", "u" or ""); "d" when some number is a decimal
 // None means "not proved here": the caller falls back to the exact tiers, which answer with
 // TF Serving's values and error texts. Nothing here raises for bad input.
 
