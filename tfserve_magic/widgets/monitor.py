@@ -377,11 +377,17 @@ class ServerMonitor(StaticSummary):
             f"<div style='font-size:12px;color:#555'>server batching ({html.escape(pool)}): "
             f"{int(b['batches'])} batches, mean size {b['mean']:.1f}</div>"
             for pool, b in self.batches.items() if b["mean"] is not None)
+        # The counts differ by design: TF Serving's per-model counter takes every request
+        # (status and metadata too), ours per version only the inference calls.
+        versions_note = (
+            "<div style='font-size:12px;color:#555'>model rows: every request (status and "
+            "metadata included); version rows: predict, classify and regress only</div>"
+            if any(name in self.stats for name, _ in self.versions) else "")
         return ("<table style='font-size:12px;text-align:right;border-collapse:collapse' "
                 "cellpadding='3'><tr><th style='text-align:left'>model</th><th>requests</th>"
                 "<th>req/s</th><th>p50</th><th>p99</th><th>errors by status</th>"
                 + ("<th>examples per request</th>" if sizes_known else "")
-                + f"</tr>{''.join(rows)}</table>{batching}")
+                + f"</tr>{''.join(rows)}</table>{versions_note}{batching}")
 
     def _plot_png(self) -> bytes | None:
         series = {m: h for m, h in self.rps_history.items() if len(h) >= 2}
